@@ -1,0 +1,1 @@
+//! seqrec-nn (in progress).

@@ -1,0 +1,1 @@
+//! seqrec-tensor (in progress).
