@@ -1,1 +1,42 @@
-//! seqrec-nn (in progress).
+//! seqrec-nn: layers, losses and optimizers, each with a forward and a hand-written backward pass.
+//!
+//! No autograd: like llm.c, every backward is written out next to its forward and checked against central
+//! finite differences in `f64` ([`gradcheck`]). Principal types: [`Param`] (a named value with its gradient),
+//! the [`Module`] trait (visit parameters in a stable order), [`Linear`], [`LayerNorm`], and [`init::Rng`]
+//! (seeded initialisation matching PyTorch's defaults).
+//!
+//! Conventions (see `docs/ARCHITECTURE.md`):
+//! - Parameter gradients accumulate (`+=`); activation gradients are assigned (`=`). Call
+//!   [`Module::zero_grad`] once per step.
+//! - Parameters use PyTorch's names and layouts (`weight` is `[out, in]` for a linear layer), so weights can
+//!   be exchanged with PyTorch through safetensors.
+//! - Callers own activation buffers and pass them in, so a training step allocates nothing.
+//!
+//! ```
+//! use seqrec_nn::{init::Rng, Linear, Module};
+//! use seqrec_tensor::Tensor;
+//!
+//! let mut rng = Rng::new(0);
+//! let mut fc = Linear::<f32>::new("fc", 3, 2, true, &mut rng);
+//! let x = Tensor::from_vec(&[4, 3], vec![0.5; 12]).unwrap();
+//! let mut y = Tensor::zeros(&[4, 2]);
+//! fc.forward(&mut y, &x);
+//! let dy = Tensor::full(&[4, 2], 1.0);
+//! let mut dx = Tensor::zeros(&[4, 3]);
+//! fc.zero_grad();
+//! fc.backward(Some(&mut dx), &dy, &x);
+//! // d(sum y)/d bias = number of rows.
+//! assert_eq!(fc.bias.as_ref().unwrap().grad.as_slice(), &[4.0, 4.0]);
+//! assert_eq!(fc.num_params(), 3 * 2 + 2);
+//! ```
+#![deny(missing_docs)]
+
+pub mod gradcheck;
+pub mod init;
+mod layernorm;
+mod linear;
+mod param;
+
+pub use layernorm::LayerNorm;
+pub use linear::Linear;
+pub use param::{Module, Param};
