@@ -4,6 +4,20 @@
 //! (`1..=N`, `0` is padding) and a [`Vocab`] mapping dense ids back to the file's ids.
 #![deny(missing_docs)]
 
+mod batch;
+mod context;
 mod dataset;
+mod negative;
+mod split;
 
+pub use batch::{
+    BatchError, EvalBatch, EvalBatcher, Negatives, SasrecBatch, SasrecBatcher, SasrecConfig,
+    SessionBatch, SessionParallel, WindowMode,
+};
+pub use context::{ContextConfig, ContextError, PositionFrom};
 pub use dataset::{Dataset, Id, PAD, Vocab};
+pub use negative::{
+    Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler, SeqRng,
+    sample_eval_negatives,
+};
+pub use split::{EvalCase, Protocol, Sequences, Split, SplitError};
