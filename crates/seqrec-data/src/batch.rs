@@ -184,6 +184,9 @@ pub struct SasrecBatch {
     pub n_neg: usize,
     /// `[batch_size]`: the user of each row ([`PAD`] for unused rows).
     pub users: Vec<Id>,
+    /// `[batch_size]`: the 0-based index, in the row's sequence, of the target in the last
+    /// column (0 for unused rows). Column `c` holds target `last_target - (maxlen - 1 - c)`.
+    pub last_target: Vec<u32>,
     /// `[batch_size, maxlen]` input items.
     pub inputs: Vec<u32>,
     /// `[batch_size, maxlen]` positive targets; [`PAD`] where there is no target to score.
@@ -316,6 +319,7 @@ impl<'a> SasrecBatcher<'a> {
             rows: 0,
             n_neg,
             users: vec![PAD; b],
+            last_target: vec![0; b],
             inputs: vec![PAD; b * l],
             targets: vec![PAD; b * l],
             negatives: vec![PAD; neg_len],
@@ -385,6 +389,7 @@ impl<'a> SasrecBatcher<'a> {
         let batch = &mut self.batch;
         batch.rows = rows;
         batch.users.fill(PAD);
+        batch.last_target.fill(0);
         batch.inputs.fill(PAD);
         batch.targets.fill(PAD);
         batch.negatives.fill(PAD);
@@ -401,6 +406,7 @@ impl<'a> SasrecBatcher<'a> {
             let first = (end + 1).saturating_sub(l).max(1);
             let row = r * l;
             batch.users[r] = self.seqs.user(k);
+            batch.last_target[r] = w.end;
             // Slot of target t: the last target (t == end) sits in column l - 1.
             let col0 = row + l - 1 - (end - first);
             batch.inputs[col0..row + l].copy_from_slice(&items[first - 1..end]);
