@@ -427,12 +427,15 @@ impl<'a> SasrecBatcher<'a> {
                 let mut rng = SeqRng::keyed(self.cfg.seed, self.epoch, w_id as u64);
                 self.mask.set_all(items);
                 let col_keep = col0 + (keep_from - first);
-                for c in col_keep..row + l {
-                    for j in 0..*n {
-                        batch.negatives[c * n + j] = sampler.sample(&self.mask, &mut rng)?;
-                    }
-                }
+                let out = &mut batch.negatives[col_keep * n..(row + l) * n];
+                // `new` checked that every sequence has a candidate, so this cannot fail; the
+                // mask is still cleared before an error is returned, keeping it reusable.
+                let drawn = out.iter_mut().try_for_each(|x| {
+                    *x = sampler.sample(&self.mask, &mut rng)?;
+                    Ok::<(), NegativeError>(())
+                });
                 self.mask.clear_all(items);
+                drawn?;
             }
         }
         if let Negatives::Shared { sampler, .. } = &self.cfg.negatives {

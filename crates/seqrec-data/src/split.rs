@@ -505,3 +505,76 @@ impl<'a> Sequences<'a> {
         self.spans.iter().map(|&(_, s, e)| e - s).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Vocab;
+
+    fn ds() -> Dataset {
+        let users = Vocab::from_originals(vec!["a".into(), "b".into()]).unwrap();
+        let items = Vocab::from_originals((1..=4).map(|i| i.to_string()).collect()).unwrap();
+        Dataset::from_sequences(
+            users,
+            items,
+            vec![
+                (vec![1, 2, 3, 4], vec![1, 2, 3, 4]),
+                (vec![4, 3, 2], vec![5, 5, 9]),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn leakage_check_catches_tampering() {
+        let ds = ds();
+        let clean = Split::leave_one_out(&ds);
+        clean.check_no_leakage(&ds).unwrap();
+
+        // Training reaching the validation target.
+        let mut s = clean.clone();
+        s.train_len[1] = 3;
+        assert!(matches!(
+            s.check_no_leakage(&ds),
+            Err(SplitError::Leakage { user: 1, .. })
+        ));
+
+        // Validation target after the test target.
+        let mut s = clean.clone();
+        s.valid[0].input_len = 3;
+        assert!(s.check_no_leakage(&ds).is_err());
+
+        // Temporal: a training event at the cut-off.
+        let mut s = Split::temporal(&ds, 4, 9).unwrap();
+        s.check_no_leakage(&ds).unwrap();
+        s.train_len[1] = 4;
+        s.valid.clear();
+        s.test.clear();
+        assert!(s.check_no_leakage(&ds).is_err());
+
+        // Random users: a held-out user with training events.
+        let mut s = Split::random_users(&ds, 0.0, 0.5, 3).unwrap();
+        s.check_no_leakage(&ds).unwrap();
+        let held = s.test[0].user;
+        s.train_len[held as usize] = 1;
+        assert!(s.check_no_leakage(&ds).is_err());
+    }
+
+    #[test]
+    fn temporal_ties_go_to_the_later_period() {
+        let ds = ds();
+        // User 2's events are at 5, 5, 9: a cut-off at 5 leaves no training events for them.
+        let s = Split::temporal(&ds, 5, 9).unwrap();
+        assert_eq!(s.train_len(2), 0);
+        assert_eq!(s.train_len(1), 4);
+        // User 2 has input (5, 5) before the test cut-off and target 9.
+        assert_eq!(
+            s.test(),
+            &[EvalCase {
+                user: 2,
+                input_len: 2
+            }]
+        );
+        assert!(s.valid().is_empty());
+    }
+}
