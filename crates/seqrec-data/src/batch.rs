@@ -56,7 +56,7 @@
 
 use crate::context::ContextConfig;
 use crate::dataset::{Dataset, Id, PAD};
-use crate::negative::{ItemMask, NegativeError, NegativeSampler, SeqRng};
+use crate::negative::{ComplementScratch, ItemMask, NegativeError, NegativeSampler, SeqRng};
 use crate::split::{EvalCase, Sequences};
 
 /// Errors from configuring a batcher.
@@ -219,6 +219,7 @@ pub struct SasrecBatcher<'a> {
     epoch: u64,
     batch_index: u64,
     mask: ItemMask,
+    scratch: ComplementScratch,
     batch: SasrecBatch,
 }
 
@@ -336,6 +337,7 @@ impl<'a> SasrecBatcher<'a> {
             epoch: 0,
             batch_index: 0,
             mask,
+            scratch: ComplementScratch::default(),
             batch,
         };
         this.start_epoch(0);
@@ -425,17 +427,17 @@ impl<'a> SasrecBatcher<'a> {
             }
             if let Negatives::PerPosition { n, sampler } = &self.cfg.negatives {
                 let mut rng = SeqRng::keyed(self.cfg.seed, self.epoch, w_id as u64);
-                self.mask.set_all(items);
                 let col_keep = col0 + (keep_from - first);
                 let out = &mut batch.negatives[col_keep * n..(row + l) * n];
-                // `new` checked that every sequence has a candidate, so this cannot fail; the
-                // mask is still cleared before an error is returned, keeping it reusable.
-                let drawn = out.iter_mut().try_for_each(|x| {
-                    *x = sampler.sample(&self.mask, &mut rng)?;
-                    Ok::<(), NegativeError>(())
-                });
-                self.mask.clear_all(items);
-                drawn?;
+                // `new` checked that every sequence has a candidate, so this cannot fail.
+                sampler.fill_excluding(
+                    self.seqs.user(k),
+                    items,
+                    &mut self.mask,
+                    &mut self.scratch,
+                    &mut rng,
+                    out,
+                )?;
             }
         }
         if let Negatives::Shared { sampler, .. } = &self.cfg.negatives {

@@ -56,7 +56,7 @@ pub use batch::{
 pub use context::{ContextConfig, ContextError, PositionFrom};
 pub use dataset::{Dataset, Id, PAD, Vocab};
 pub use negative::{
-    Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler, SeqRng,
-    sample_eval_negatives,
+    ComplementScratch, Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler,
+    SeqRng, sample_eval_negatives,
 };
 pub use split::{EvalCase, Protocol, Sequences, Split, SplitError};

@@ -285,6 +285,8 @@ pub struct NegativeSampler {
     weights: Vec<f64>,
     /// Number of items with positive weight.
     n_positive: usize,
+    /// Sum of all weights.
+    total_weight: f64,
     alias: Option<AliasTable>,
 }
 
@@ -299,6 +301,7 @@ impl NegativeSampler {
             dist: Distribution::Uniform,
             weights: Vec::new(),
             n_positive: n_items,
+            total_weight: n_items as f64,
             alias: None,
         })
     }
@@ -325,6 +328,7 @@ impl NegativeSampler {
             dist: Distribution::Popularity { alpha },
             weights,
             n_positive,
+            total_weight,
             alias,
         })
     }
@@ -434,6 +438,71 @@ impl NegativeSampler {
         }
     }
 
+    /// Fills `out` with independent negatives for a user whose items are `items`, none of
+    /// them in `items`. `mask` must be clear on entry and is clear again on return.
+    ///
+    /// Picks the cheaper exact method per call: rejection sampling against `mask` while the
+    /// excluded items carry at most half the probability mass (expected < 2 draws each),
+    /// otherwise one cumulative table over the allowed items (built in `O(n_items)` into
+    /// `scratch`) and a binary search per draw. Errors when no item can be drawn.
+    pub fn fill_excluding(
+        &self,
+        user: Id,
+        items: &[Id],
+        mask: &mut ItemMask,
+        scratch: &mut ComplementScratch,
+        rng: &mut SeqRng,
+        out: &mut [Id],
+    ) -> Result<(), NegativeError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut excluded = 0.0;
+        for &i in items {
+            if mask.insert(i) {
+                excluded += self.weight(i);
+            }
+        }
+        let result = if excluded <= 0.5 * self.total_weight {
+            out.iter_mut().try_for_each(|x| {
+                *x = self.sample(mask, rng)?;
+                Ok(())
+            })
+        } else {
+            scratch.items.clear();
+            scratch.cumulative.clear();
+            let mut acc = 0.0;
+            for i in 1..=self.n_items as Id {
+                let w = self.weight(i);
+                if w > 0.0 && !mask.contains(i) {
+                    acc += w;
+                    scratch.items.push(i);
+                    scratch.cumulative.push(acc);
+                }
+            }
+            if scratch.items.is_empty() {
+                Err(NegativeError::NoCandidate {
+                    user,
+                    n_items: self.n_items,
+                })
+            } else {
+                for x in out.iter_mut() {
+                    let r = rng.unit_f64() * acc;
+                    let k = scratch.cumulative.partition_point(|&c| c <= r);
+                    *x = scratch.items[k.min(scratch.items.len() - 1)];
+                }
+                Ok(())
+            }
+        };
+        mask.clear_all(items);
+        result.map_err(|e| match e {
+            NegativeError::NoCandidate { n_items, .. } => {
+                NegativeError::NoCandidate { user, n_items }
+            }
+            e => e,
+        })
+    }
+
     /// `n` distinct negatives for one user into `out`, none marked in `mask`. The drawn items
     /// are temporarily marked in `mask` and unmarked again before returning.
     ///
@@ -473,6 +542,13 @@ impl NegativeSampler {
         mask.clear_all(out);
         result
     }
+}
+
+/// Reusable buffers for [`NegativeSampler::fill_excluding`]'s cumulative-table path.
+#[derive(Debug, Clone, Default)]
+pub struct ComplementScratch {
+    items: Vec<Id>,
+    cumulative: Vec<f64>,
 }
 
 /// One evaluation case's candidate negatives: `negatives[k * n .. (k + 1) * n]` belong to case `k`.
@@ -614,6 +690,46 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn fill_excluding_both_paths_match_restricted_distribution() {
+        // Weights 1:3:2:6. Excluding {4} removes half the mass (rejection path); excluding
+        // {2, 4} removes 3/4 of it (cumulative-table path).
+        let s = NegativeSampler::popularity(&[0, 1, 3, 2, 6], 1.0).unwrap();
+        let mut mask = ItemMask::new(4);
+        let mut scratch = ComplementScratch::default();
+        let mut rng = SeqRng::new(5, 0);
+        let mut out = vec![0; 60_000];
+        s.fill_excluding(1, &[4, 4], &mut mask, &mut scratch, &mut rng, &mut out)
+            .unwrap();
+        assert!(mask.is_clear());
+        let mut hist = [0u32; 5];
+        out.iter().for_each(|&i| hist[i as usize] += 1);
+        // 1:3:2 over {1, 2, 3}: 10,000 / 30,000 / 20,000.
+        assert_eq!(hist[4], 0);
+        assert!((9_400..10_600).contains(&hist[1]), "{hist:?}");
+        assert!((29_000..31_000).contains(&hist[2]), "{hist:?}");
+        s.fill_excluding(1, &[2, 4], &mut mask, &mut scratch, &mut rng, &mut out)
+            .unwrap();
+        assert!(mask.is_clear());
+        let mut hist = [0u32; 5];
+        out.iter().for_each(|&i| hist[i as usize] += 1);
+        // 1:2 over {1, 3}: 20,000 / 40,000.
+        assert_eq!(hist[2] + hist[4], 0);
+        assert!((19_200..20_800).contains(&hist[1]), "{hist:?}");
+        assert!(matches!(
+            s.fill_excluding(
+                9,
+                &[1, 2, 3, 4],
+                &mut mask,
+                &mut scratch,
+                &mut rng,
+                &mut out
+            ),
+            Err(NegativeError::NoCandidate { user: 9, .. })
+        ));
+        assert!(mask.is_clear());
     }
 
     #[test]
