@@ -137,6 +137,7 @@ impl SeqRng {
 /// let mut m = ItemMask::new(10);
 /// assert_eq!(m.set_all(&[3, 5, 3]), 2);
 /// assert!(m.contains(3) && m.contains(5) && !m.contains(4));
+/// assert_eq!(m.iter().collect::<Vec<_>>(), [3, 5]);
 /// m.clear_all(&[3, 5]);
 /// assert!(!m.contains(3));
 /// ```
@@ -201,6 +202,20 @@ impl ItemMask {
     /// True when no item is marked.
     pub fn is_clear(&self) -> bool {
         self.words.iter().all(|&w| w == 0)
+    }
+
+    /// The marked ids in increasing order (one `trailing_zeros` per marked id).
+    pub fn iter(&self) -> impl Iterator<Item = Id> + '_ {
+        self.words.iter().enumerate().flat_map(|(k, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros();
+                    w &= w - 1;
+                    (k * 64) as Id + b
+                })
+            })
+        })
     }
 }
 
@@ -516,9 +531,8 @@ impl NegativeSampler {
         out: &mut Vec<Id>,
     ) -> Result<(), NegativeError> {
         out.clear();
-        let available = (1..=self.n_items as Id)
-            .filter(|&i| !mask.contains(i) && self.weight(i) > 0.0)
-            .count();
+        let excluded = mask.iter().filter(|&i| self.weight(i) > 0.0).count();
+        let available = self.n_positive - excluded;
         if available < n {
             return Err(NegativeError::TooFewCandidates {
                 user,
@@ -730,6 +744,22 @@ mod tests {
             Err(NegativeError::NoCandidate { user: 9, .. })
         ));
         assert!(mask.is_clear());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mask_matches_a_set(items in proptest::collection::vec(0u32..200, 0..100)) {
+            let mut m = ItemMask::new(150);
+            let distinct = m.set_all(&items);
+            let set: std::collections::BTreeSet<u32> = items.iter().copied().filter(|&i| i <= 150).collect();
+            proptest::prop_assert_eq!(distinct, set.len());
+            proptest::prop_assert_eq!(m.iter().collect::<Vec<_>>(), set.iter().copied().collect::<Vec<_>>());
+            for i in 0..200 {
+                proptest::prop_assert_eq!(m.contains(i), set.contains(&i));
+            }
+            m.clear_all(&items);
+            proptest::prop_assert!(m.is_clear());
+        }
     }
 
     #[test]
