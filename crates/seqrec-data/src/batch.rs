@@ -779,3 +779,94 @@ impl<'a> EvalBatcher<'a> {
         Some(&self.batch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::PositionFrom;
+    use crate::dataset::Vocab;
+
+    fn one_user(items: Vec<Id>, times: Vec<i64>, n_items: usize) -> Dataset {
+        let users = Vocab::from_originals(vec!["u".into()]).unwrap();
+        let vocab = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
+        Dataset::from_sequences(users, vocab, vec![(items, times)]).unwrap()
+    }
+
+    #[test]
+    fn sliding_windows_reference_layout() {
+        // s = [1..=7], maxlen 4, stride 2. Window 1 ends at target index 6 and keeps the
+        // last 2 targets; window 2 reaches the start and keeps everything it covers.
+        let ds = one_user((1..=7).collect(), vec![0, 0, 1, 3, 7, 100, 100], 9);
+        let cfg = SasrecConfig {
+            batch_size: 2,
+            maxlen: 4,
+            window: WindowMode::Sliding { stride: 2 },
+            shuffle: false,
+            context: Some(ContextConfig::new(6, PositionFrom::End, 3).unwrap()),
+            ..SasrecConfig::default()
+        };
+        let mut b = SasrecBatcher::new(Sequences::all(&ds), cfg).unwrap();
+        assert_eq!((b.n_windows(), b.n_targets()), (2, 6));
+        let batch = b.next_batch().unwrap().unwrap();
+        assert_eq!(batch.inputs, [3, 4, 5, 6, 1, 2, 3, 4]);
+        assert_eq!(batch.targets, [0, 0, 6, 7, 2, 3, 4, 5]);
+        assert_eq!(batch.last_target, [6, 4]);
+        // Gaps before inputs 3, 4, 5, 6 are 1, 2, 4, 93 s -> buckets 3, 3, 4, 5 (capped at 5);
+        // before inputs 1, 2, 3, 4: first event, 0 s, 1 s, 2 s -> 1, 2, 3, 3.
+        assert_eq!(batch.time_buckets, [3, 3, 4, 5, 1, 2, 3, 3]);
+        // Positions from the end, capped at 3.
+        assert_eq!(batch.positions, [3, 3, 2, 1, 3, 3, 2, 1]);
+        assert!(b.next_batch().unwrap().is_none());
+    }
+
+    #[test]
+    fn per_position_negatives_only_where_targets_are() {
+        let ds = one_user(vec![1, 2, 3], vec![0; 3], 5);
+        let sampler = NegativeSampler::uniform(5).unwrap();
+        let cfg = SasrecConfig {
+            batch_size: 1,
+            maxlen: 4,
+            negatives: Negatives::PerPosition { n: 3, sampler },
+            ..SasrecConfig::default()
+        };
+        let mut b = SasrecBatcher::new(Sequences::all(&ds), cfg).unwrap();
+        let batch = b.next_batch().unwrap().unwrap();
+        assert_eq!(batch.targets, [0, 0, 2, 3]);
+        assert_eq!(batch.negatives.len(), 12);
+        assert!(batch.negatives[..6].iter().all(|&x| x == PAD));
+        assert!(batch.negatives[6..].iter().all(|&x| x == 4 || x == 5));
+    }
+
+    #[test]
+    fn session_parallel_reference_steps() {
+        let users = Vocab::from_originals(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+        let items = Vocab::from_originals((1..=9).map(|i| i.to_string()).collect()).unwrap();
+        let ds = Dataset::from_sequences(
+            users,
+            items,
+            vec![
+                (vec![1, 2, 3, 4], vec![0; 4]),
+                (vec![5, 6], vec![0; 2]),
+                (vec![7, 8, 9], vec![0; 3]),
+            ],
+        )
+        .unwrap();
+        let mut sp = SessionParallel::new(Sequences::all(&ds), 2, None, None).unwrap();
+        let mut steps = Vec::new();
+        while let Some(s) = sp.next_step() {
+            steps.push((
+                s.inputs.clone(),
+                s.targets.clone(),
+                s.reset.clone(),
+                s.active.clone(),
+            ));
+        }
+        // Lane 0: 1->2, 2->3, 3->4 then idle; lane 1: 5->6, then 7->8, 8->9.
+        let expected = vec![
+            (vec![1, 5], vec![2, 6], vec![true, true], vec![true, true]),
+            (vec![2, 7], vec![3, 8], vec![false, true], vec![true, true]),
+            (vec![3, 8], vec![4, 9], vec![false, false], vec![true, true]),
+        ];
+        assert_eq!(steps, expected);
+    }
+}
