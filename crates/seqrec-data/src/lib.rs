@@ -59,4 +59,4 @@ pub use negative::{
     ComplementScratch, Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler,
     SeqRng, sample_eval_negatives,
 };
-pub use split::{EvalCase, Protocol, Sequences, Split, SplitError};
+pub use split::{EvalCase, Protocol, Sequences, Split, SplitError, TemporalTargets};

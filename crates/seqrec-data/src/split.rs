@@ -102,6 +102,15 @@ pub enum Protocol {
     },
 }
 
+/// Which events of a temporal split's validation and test periods become targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemporalTargets {
+    /// Each user's first event of the period; input = the user's events before the cut-off.
+    FirstPerUser,
+    /// Every event of the period; input = all of the user's events before that event.
+    AllSuccessive,
+}
+
 /// One evaluation example: the user's first `input_len` events are the input and event
 /// number `input_len` (0-based) is the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,20 +190,38 @@ impl Split {
         }
     }
 
+    /// Global temporal split with one target per user and period
+    /// ([`TemporalTargets::FirstPerUser`]); see [`Split::temporal_with`].
+    pub fn temporal(ds: &Dataset, valid_cut: i64, test_cut: i64) -> Result<Self, SplitError> {
+        Self::temporal_with(ds, valid_cut, test_cut, TemporalTargets::FirstPerUser)
+    }
+
     /// Global temporal split.
     ///
     /// Training holds every event with `t < valid_cut`: nothing at or after a cut-off ever
-    /// reaches training. For each user:
+    /// reaches training. The validation period is `[valid_cut, test_cut)`, the test period
+    /// `[test_cut, +inf)`. Ties: an event exactly at a cut-off belongs to the later period.
+    /// Pass `valid_cut == test_cut` for a split without validation.
     ///
-    /// * validation target: their first event with `valid_cut <= t < test_cut`, input = their
-    ///   events before `valid_cut`;
-    /// * test target: their first event with `t >= test_cut`, input = all their events before
-    ///   `test_cut` (this includes validation-period events, which is history, never training).
+    /// With [`TemporalTargets::FirstPerUser`], for each user:
     ///
-    /// A user gets a case only when its input is non-empty (a model needs some history).
-    /// Pass `valid_cut == test_cut` for a split without validation. Ties: an event exactly at
-    /// a cut-off belongs to the later period.
-    pub fn temporal(ds: &Dataset, valid_cut: i64, test_cut: i64) -> Result<Self, SplitError> {
+    /// * validation target: their first event in the validation period, input = their events
+    ///   before `valid_cut`;
+    /// * test target: their first event in the test period, input = all their events before
+    ///   `test_cut` (this includes validation-period events, which is history, never training);
+    ///
+    /// and a user gets a case only when its input is non-empty (a model needs some history).
+    ///
+    /// With [`TemporalTargets::AllSuccessive`], every event of a period is a target whose
+    /// input is all of the user's events before it (so later test targets see earlier
+    /// test-period events as history, as when a deployed model is evaluated in time order);
+    /// only a user's very first event, having no history, is never a target.
+    pub fn temporal_with(
+        ds: &Dataset,
+        valid_cut: i64,
+        test_cut: i64,
+        targets: TemporalTargets,
+    ) -> Result<Self, SplitError> {
         if valid_cut > test_cut {
             return Err(SplitError::CutoffOrder {
                 valid_cut,
@@ -209,17 +236,23 @@ impl Split {
             let n_before_valid = times.partition_point(|&t| t < valid_cut);
             let n_before_test = times.partition_point(|&t| t < test_cut);
             train_len[u as usize] = n_before_valid as u32;
-            if n_before_valid > 0 && n_before_valid < n_before_test {
-                valid.push(EvalCase {
-                    user: u,
-                    input_len: n_before_valid as u32,
-                });
-            }
-            if n_before_test > 0 && n_before_test < times.len() {
-                test.push(EvalCase {
-                    user: u,
-                    input_len: n_before_test as u32,
-                });
+            let case = |i: usize| EvalCase {
+                user: u,
+                input_len: i as u32,
+            };
+            match targets {
+                TemporalTargets::FirstPerUser => {
+                    if n_before_valid > 0 && n_before_valid < n_before_test {
+                        valid.push(case(n_before_valid));
+                    }
+                    if n_before_test > 0 && n_before_test < times.len() {
+                        test.push(case(n_before_test));
+                    }
+                }
+                TemporalTargets::AllSuccessive => {
+                    valid.extend((n_before_valid.max(1)..n_before_test).map(case));
+                    test.extend((n_before_test.max(1)..times.len()).map(case));
+                }
             }
         }
         Ok(Self {
@@ -292,12 +325,12 @@ impl Split {
         self.protocol
     }
 
-    /// Validation cases, sorted by user.
+    /// Validation cases, sorted by user (then by target position).
     pub fn valid(&self) -> &[EvalCase] {
         &self.valid
     }
 
-    /// Test cases, sorted by user.
+    /// Test cases, sorted by user (then by target position).
     pub fn test(&self) -> &[EvalCase] {
         &self.test
     }
@@ -367,13 +400,14 @@ impl Split {
             let f = &mut first_target[c.user as usize];
             *f = (*f).min(c.input_len as usize);
         }
-        let mut valid_pos = vec![u32::MAX; ds.n_users() + 1];
+        // Every validation target of a user precedes every test target of that user.
+        let mut last_valid = vec![None::<u32>; ds.n_users() + 1];
         for v in &self.valid {
-            valid_pos[v.user as usize] = v.input_len;
+            let l = &mut last_valid[v.user as usize];
+            *l = Some(l.map_or(v.input_len, |x| x.max(v.input_len)));
         }
         for t in &self.test {
-            let v = valid_pos[t.user as usize];
-            if v != u32::MAX && v >= t.input_len {
+            if last_valid[t.user as usize].is_some_and(|v| v >= t.input_len) {
                 return leak(
                     t.user,
                     "validation target is not before the test target".into(),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use seqrec_data::{Dataset, EvalCase, Id, Split, Vocab};
+use seqrec_data::{Dataset, EvalCase, Id, Split, TemporalTargets, Vocab};
 
 /// A random dataset: up to 25 users, up to 30 items, sequences of 0..40 events with
 /// non-decreasing timestamps and frequent ties.
@@ -114,6 +114,37 @@ proptest! {
         if valid_cut < test_cut {
             prop_assert!(Split::temporal(&ds, test_cut, valid_cut).is_err());
         }
+    }
+
+    #[test]
+    fn temporal_all_successive_targets_every_later_event(ds in arb_dataset(), a in 0i64..120, b in 0i64..120) {
+        let (valid_cut, test_cut) = (a.min(b), a.max(b));
+        let split = Split::temporal_with(&ds, valid_cut, test_cut, TemporalTargets::AllSuccessive).unwrap();
+        assert_no_leak(&ds, &split);
+        let mut expected_valid = Vec::new();
+        let mut expected_test = Vec::new();
+        let mut no_history = 0;
+        for u in ds.user_ids() {
+            let times = ds.times_of(u);
+            prop_assert!(split.train_times(&ds, u).iter().all(|&t| t < valid_cut));
+            for (i, &t) in times.iter().enumerate() {
+                if t < valid_cut {
+                    continue;
+                }
+                if i == 0 {
+                    no_history += 1;
+                    continue;
+                }
+                let case = EvalCase { user: u, input_len: i as u32 };
+                if t < test_cut { expected_valid.push(case) } else { expected_test.push(case) }
+            }
+        }
+        prop_assert_eq!(split.valid(), &expected_valid[..]);
+        prop_assert_eq!(split.test(), &expected_test[..]);
+        prop_assert_eq!(
+            split.n_train_events() + split.valid().len() + split.test().len() + no_history,
+            ds.n_events()
+        );
     }
 
     #[test]
