@@ -274,3 +274,66 @@ fn ml1m_temporal_by_line_order() {
     split.check_no_leakage(&ds).unwrap();
     assert!(split.test().iter().all(|c| c.target_time(&ds) >= 900_000));
 }
+
+#[test]
+fn ml100k_temporal_with_real_timestamps() {
+    // u.data: user \t item \t rating \t unix seconds; users' events are not in time order in
+    // the file, so sort each user's events by time (stable) before building the dataset.
+    let path = data_dir().join("ml-100k-u.data");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set SEQREC_DATA_DIR)", path.display()));
+    let rows: Vec<(usize, Id, i64)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let n_users = rows.iter().map(|r| r.0).max().unwrap();
+    let n_items = rows.iter().map(|r| r.1).max().unwrap() as usize;
+    let mut per_user: Vec<Vec<(i64, Id)>> = vec![Vec::new(); n_users];
+    for &(u, i, t) in &rows {
+        per_user[u - 1].push((t, i));
+    }
+    let seqs = per_user
+        .into_iter()
+        .map(|mut ev| {
+            ev.sort_by_key(|&(t, _)| t);
+            let (times, items): (Vec<i64>, Vec<Id>) = ev.into_iter().unzip();
+            (items, times)
+        })
+        .collect();
+    let users = Vocab::from_originals((1..=n_users).map(|u| u.to_string()).collect()).unwrap();
+    let items = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
+    let ds = Dataset::from_sequences(users, items, seqs).unwrap();
+    assert_eq!(
+        (ds.n_users(), ds.n_items(), ds.n_events()),
+        (943, 1_682, 100_000)
+    );
+
+    let (valid_cut, test_cut) = (889_237_269, 891_382_267);
+    // Counted from the raw rows, independently of the dataset and the split.
+    let raw_train = rows.iter().filter(|r| r.2 < valid_cut).count();
+    let raw_test_period = rows.iter().filter(|r| r.2 >= test_cut).count();
+    for targets in [
+        TemporalTargets::FirstPerUser,
+        TemporalTargets::AllSuccessive,
+    ] {
+        let split = Split::temporal_with(&ds, valid_cut, test_cut, targets).unwrap();
+        split.check_no_leakage(&ds).unwrap();
+        assert_eq!(split.n_train_events(), raw_train);
+        assert!(split.test().iter().all(|c| c.target_time(&ds) >= test_cut));
+        if targets == TemporalTargets::AllSuccessive {
+            // Every test-period event is a target unless it is its user's first event.
+            let first_in_test = ds
+                .user_ids()
+                .filter(|&u| ds.times_of(u)[0] >= test_cut)
+                .count();
+            assert_eq!(split.test().len(), raw_test_period - first_in_test);
+        }
+    }
+}
