@@ -271,7 +271,8 @@ pub enum Distribution {
     /// Every item `1..=n_items` equally likely.
     Uniform,
     /// Item `i` with probability proportional to `count(i)^alpha` (counts over the dataset
-    /// the sampler was built from). `alpha = 1` is BERT4Rec's popularity sampling; items never
+    /// the sampler was built from; see `Split::train_item_counts` for training-only counts).
+    /// `alpha = 1` is BERT4Rec's popularity sampling, `alpha = 0.75` word2vec's; items never
     /// seen have weight 0 when `alpha > 0`.
     Popularity {
         /// The exponent applied to counts, `>= 0`.

@@ -355,6 +355,21 @@ impl Split {
         &ds.times_of(u)[..self.train_len(u)]
     }
 
+    /// Number of training events per item, indexed by dense item id (entry 0 is padding).
+    ///
+    /// Use these counts for a popularity sampler that must not see validation or test
+    /// events; [`crate::NegativeSampler::for_dataset`] counts every event, as BERT4Rec does for
+    /// its evaluation negatives.
+    pub fn train_item_counts(&self, ds: &Dataset) -> Vec<u32> {
+        let mut counts = vec![0u32; ds.n_items() + 1];
+        for u in ds.user_ids() {
+            for &i in self.train_items(ds, u) {
+                counts[i as usize] += 1;
+            }
+        }
+        counts
+    }
+
     /// Errors unless `ds` has the shape of the dataset the split was built from.
     pub fn check_dataset(&self, ds: &Dataset) -> Result<(), SplitError> {
         if self.train_len.len() != ds.n_users() + 1 || self.n_events != ds.n_events() {

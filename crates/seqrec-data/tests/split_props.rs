@@ -82,6 +82,12 @@ proptest! {
         prop_assert_eq!(split.test(), &expected_test[..]);
         // Training, validation and test targets partition the events.
         prop_assert_eq!(split.n_train_events() + split.valid().len() + split.test().len(), ds.n_events());
+        // Training counts plus held-out targets give the full counts.
+        let mut counts = split.train_item_counts(&ds);
+        for c in split.valid().iter().chain(split.test()) {
+            counts[c.target(&ds) as usize] += 1;
+        }
+        prop_assert_eq!(counts, ds.item_counts());
     }
 
     #[test]
