@@ -121,7 +121,11 @@ impl ContextConfig {
         }
     }
 
-    /// Time buckets of every event of one sequence (`out.len() == times.len()`).
+    /// Time buckets of every event of one sequence.
+    ///
+    /// # Panics
+    ///
+    /// When `out.len() != times.len()` (a programming error).
     pub fn time_buckets(&self, times: &[i64], out: &mut [u32]) {
         assert_eq!(times.len(), out.len(), "time_buckets: output length");
         for (i, o) in out.iter_mut().enumerate() {
@@ -130,12 +134,12 @@ impl ContextConfig {
     }
 
     /// The position of input event `index` (0-based in the user's sequence) when the most
-    /// recent input event has index `last`.
+    /// recent input event has index `last` (`index <= last`; a later index counts as `last`).
     #[inline]
     pub fn position(&self, index: usize, last: usize) -> u32 {
         let p = match self.position {
             PositionFrom::Start => index + 1,
-            PositionFrom::End => last - index + 1,
+            PositionFrom::End => last.saturating_sub(index) + 1,
         };
         p.min(self.max_position as usize) as u32
     }

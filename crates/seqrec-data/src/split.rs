@@ -113,6 +113,9 @@ pub enum TemporalTargets {
 
 /// One evaluation example: the user's first `input_len` events are the input and event
 /// number `input_len` (0-based) is the target.
+///
+/// The accessors index into the dataset the split was built from and panic on another one
+/// (a programming error; [`Split::check_dataset`] detects the mismatch up front).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvalCase {
     /// The dense user id.
@@ -345,14 +348,17 @@ impl Split {
         self.train_len.iter().map(|&l| l as usize).sum()
     }
 
-    /// The training items of user `u` (a prefix of `ds.items_of(u)`).
+    /// The training items of user `u` (a prefix of `ds.items_of(u)`; clamped to it, should
+    /// `ds` not be the dataset the split was built from).
     pub fn train_items<'a>(&self, ds: &'a Dataset, u: Id) -> &'a [Id] {
-        &ds.items_of(u)[..self.train_len(u)]
+        let items = ds.items_of(u);
+        &items[..self.train_len(u).min(items.len())]
     }
 
-    /// The training timestamps of user `u`.
+    /// The training timestamps of user `u`, parallel to [`Split::train_items`].
     pub fn train_times<'a>(&self, ds: &'a Dataset, u: Id) -> &'a [i64] {
-        &ds.times_of(u)[..self.train_len(u)]
+        let times = ds.times_of(u);
+        &times[..self.train_len(u).min(times.len())]
     }
 
     /// Number of training events per item, indexed by dense item id (entry 0 is padding).
