@@ -470,6 +470,9 @@ pub struct SessionBatch {
     pub active: Vec<bool>,
     /// Time-gap bucket of each input (empty without context).
     pub time_buckets: Vec<u32>,
+    /// `[n]` negatives shared by every lane (empty unless
+    /// [`SessionParallel::with_shared_negatives`] was called).
+    pub negatives: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -508,6 +511,10 @@ pub struct SessionParallel<'a> {
     next_slot: usize,
     lanes: Vec<Lane>,
     started: bool,
+    epoch: u64,
+    step: u64,
+    /// `(seed, sampler)` for shared negatives.
+    negatives: Option<(u64, NegativeSampler)>,
     batch: SessionBatch,
 }
 
@@ -538,6 +545,7 @@ impl<'a> SessionParallel<'a> {
             } else {
                 Vec::new()
             },
+            negatives: Vec::new(),
         };
         let mut this = Self {
             seqs,
@@ -553,10 +561,37 @@ impl<'a> SessionParallel<'a> {
                 lanes
             ],
             started: false,
+            epoch: 0,
+            step: 0,
+            negatives: None,
             batch,
         };
         this.start_epoch(0);
         Ok(this)
+    }
+
+    /// Adds `n` negatives per step shared by all lanes (GRU4Rec's `n_sample` extra negatives,
+    /// used next to the in-batch negatives, e.g. popularity with `alpha = 0.75` as GRU4Rec's
+    /// `sample_alpha`). Like [`Negatives::Shared`] they exclude no user's items; step `s` of
+    /// epoch `e` draws from stream `(seed, e, s)`.
+    pub fn with_shared_negatives(
+        mut self,
+        n: usize,
+        sampler: NegativeSampler,
+        seed: u64,
+    ) -> Result<Self, BatchError> {
+        if n == 0 {
+            return Err(BatchError::ZeroNegatives);
+        }
+        if sampler.n_items() != self.seqs.n_items() {
+            return Err(BatchError::ItemCountMismatch {
+                sampler: sampler.n_items(),
+                data: self.seqs.n_items(),
+            });
+        }
+        self.batch.negatives = vec![PAD; n];
+        self.negatives = Some((seed, sampler));
+        Ok(self)
     }
 
     /// Number of sequences with at least one (input, target) pair.
@@ -574,6 +609,8 @@ impl<'a> SessionParallel<'a> {
         self.order = ids;
         self.next_slot = 0;
         self.started = false;
+        self.epoch = epoch;
+        self.step = 0;
         for lane in &mut self.lanes {
             *lane = Lane {
                 slot: usize::MAX,
@@ -631,11 +668,17 @@ impl<'a> SessionParallel<'a> {
             }
         }
         self.started = true;
-        if b.active.iter().any(|&a| a) {
-            Some(&self.batch)
-        } else {
-            None
+        if !b.active.iter().any(|&a| a) {
+            return None;
         }
+        if let Some((seed, sampler)) = &self.negatives {
+            let mut rng = SeqRng::keyed(*seed, self.epoch, self.step);
+            for x in b.negatives.iter_mut() {
+                *x = sampler.sample_any(&mut rng);
+            }
+        }
+        self.step += 1;
+        Some(&self.batch)
     }
 }
 

@@ -353,6 +353,51 @@ fn seeds_and_epochs_change_batches() {
 }
 
 #[test]
+fn session_parallel_shared_negatives_are_seeded() {
+    let seqs: Vec<Vec<(Id, i64)>> = (0..30u32)
+        .map(|u| {
+            (0..(2 + u % 7))
+                .map(|k| (1 + (u + k) % 50, k as i64))
+                .collect()
+        })
+        .collect();
+    let ds = build(50, seqs);
+    let counts = ds.item_counts();
+    let run = |seed: u64, epoch: u64| {
+        let sampler = NegativeSampler::popularity(&counts, 0.75).unwrap();
+        let mut sp = SessionParallel::new(Sequences::all(&ds), 4, Some(1), None)
+            .unwrap()
+            .with_shared_negatives(5, sampler, seed)
+            .unwrap();
+        sp.start_epoch(epoch);
+        let mut all = Vec::new();
+        while let Some(step) = sp.next_step() {
+            assert_eq!(step.negatives.len(), 5);
+            assert!(
+                step.negatives
+                    .iter()
+                    .all(|&x| x != PAD && counts[x as usize] > 0)
+            );
+            all.extend_from_slice(&step.negatives);
+        }
+        all
+    };
+    assert_eq!(run(3, 0), run(3, 0));
+    assert_ne!(run(3, 0), run(4, 0));
+    assert_ne!(run(3, 0), run(3, 1));
+    let sp = SessionParallel::new(Sequences::all(&ds), 4, None, None).unwrap();
+    assert!(
+        sp.with_shared_negatives(0, NegativeSampler::uniform(50).unwrap(), 0)
+            .is_err()
+    );
+    let sp = SessionParallel::new(Sequences::all(&ds), 4, None, None).unwrap();
+    assert!(
+        sp.with_shared_negatives(2, NegativeSampler::uniform(49).unwrap(), 0)
+            .is_err()
+    );
+}
+
+#[test]
 fn config_errors() {
     let ds = build(3, vec![vec![(1, 0), (2, 1), (3, 2)]]);
     let seqs = || Sequences::all(&ds);
