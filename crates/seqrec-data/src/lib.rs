@@ -7,3 +7,20 @@
 mod dataset;
 
 pub use dataset::{Dataset, Id, PAD, Vocab};
+
+// Splits, context features, batching and negative sampling.
+mod batch;
+mod context;
+mod negative;
+mod split;
+
+pub use batch::{
+    BatchError, EvalBatch, EvalBatcher, Negatives, SasrecBatch, SasrecBatcher, SasrecConfig,
+    SessionBatch, SessionParallel, WindowMode,
+};
+pub use context::{ContextConfig, ContextError, PositionFrom};
+pub use negative::{
+    ComplementScratch, Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler,
+    SeqRng, sample_eval_negatives,
+};
+pub use split::{EvalCase, Protocol, Sequences, Split, SplitError, TemporalTargets};
