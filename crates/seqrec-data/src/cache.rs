@@ -37,7 +37,10 @@ pub struct CacheKey(String);
 impl CacheKey {
     /// The key for preparing `source` with `opts` and `cfg`; reads the file's metadata.
     pub fn new(source: &Path, opts: &ReadOptions, cfg: &PrepareConfig) -> Result<Self> {
-        let meta = std::fs::metadata(source).map_err(|e| DataError::Io { path: source.to_owned(), source: e })?;
+        let meta = std::fs::metadata(source).map_err(|e| DataError::Io {
+            path: source.to_owned(),
+            source: e,
+        })?;
         let mtime = meta
             .modified()
             .ok()
@@ -68,7 +71,10 @@ impl CacheKey {
 
 /// Where [`load_or_prepare`] keeps the cache of `source` inside `dir`: `<dir>/<file name>.seqrec`.
 pub fn cache_path(dir: &Path, source: &Path) -> PathBuf {
-    let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "log".into());
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "log".into());
     dir.join(format!("{name}.seqrec"))
 }
 
@@ -87,16 +93,24 @@ pub fn checksum(data: &[u8]) -> u64 {
     const P3: u64 = 0x1656_67B1_9E37_79F9;
     #[inline(always)]
     fn round(acc: u64, w: u64) -> u64 {
-        acc.wrapping_add(w.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1)
+        acc.wrapping_add(w.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
     }
     let mut lanes = [P1.wrapping_add(P2), P2, 0, 0u64.wrapping_sub(P1)];
     let mut blocks = data.chunks_exact(32);
     for b in &mut blocks {
         for (l, lane) in lanes.iter_mut().enumerate() {
-            *lane = round(*lane, u64::from_le_bytes(b[l * 8..l * 8 + 8].try_into().unwrap()));
+            *lane = round(
+                *lane,
+                u64::from_le_bytes(b[l * 8..l * 8 + 8].try_into().unwrap()),
+            );
         }
     }
-    let mut h = lanes[0].rotate_left(1) ^ lanes[1].rotate_left(7) ^ lanes[2].rotate_left(12) ^ lanes[3].rotate_left(18);
+    let mut h = lanes[0].rotate_left(1)
+        ^ lanes[1].rotate_left(7)
+        ^ lanes[2].rotate_left(12)
+        ^ lanes[3].rotate_left(18);
     for lane in lanes {
         h = (h ^ round(0, lane)).wrapping_mul(P1).wrapping_add(P3);
     }
@@ -104,10 +118,15 @@ pub fn checksum(data: &[u8]) -> u64 {
     let rest = blocks.remainder();
     let mut words = rest.chunks_exact(8);
     for w in &mut words {
-        h = (h ^ round(0, u64::from_le_bytes(w.try_into().unwrap()))).rotate_left(27).wrapping_mul(P1).wrapping_add(P3);
+        h = (h ^ round(0, u64::from_le_bytes(w.try_into().unwrap())))
+            .rotate_left(27)
+            .wrapping_mul(P1)
+            .wrapping_add(P3);
     }
     for &b in words.remainder() {
-        h = (h ^ (b as u64).wrapping_mul(P3)).rotate_left(11).wrapping_mul(P1);
+        h = (h ^ (b as u64).wrapping_mul(P3))
+            .rotate_left(11)
+            .wrapping_mul(P1);
     }
     h ^= h >> 33;
     h = h.wrapping_mul(P2);
@@ -119,7 +138,12 @@ pub fn checksum(data: &[u8]) -> u64 {
 fn encode_payload(ds: &Dataset) -> Vec<u8> {
     let (offsets, items, times) = ds.parts();
     let strings = |v: &Vocab| v.originals().iter().map(|s| 4 + s.len()).sum::<usize>();
-    let size = 24 + strings(&ds.users) + strings(&ds.items) + 8 * offsets.len() + 4 * items.len() + 8 * times.len();
+    let size = 24
+        + strings(&ds.users)
+        + strings(&ds.items)
+        + 8 * offsets.len()
+        + 4 * items.len()
+        + 8 * times.len();
     let mut p = Vec::with_capacity(size);
     p.extend_from_slice(&(ds.n_users() as u64).to_le_bytes());
     p.extend_from_slice(&(ds.n_items() as u64).to_le_bytes());
@@ -145,9 +169,15 @@ fn encode_payload(ds: &Dataset) -> Vec<u8> {
 
 /// Writes `ds` to `path` atomically (temporary file, then rename).
 pub fn save(path: &Path, key: &CacheKey, ds: &Dataset) -> Result<()> {
-    let io = |source| DataError::Io { path: path.to_owned(), source };
+    let io = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let payload = encode_payload(ds);
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let write = || -> std::io::Result<()> {
@@ -182,9 +212,17 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> std::result::Result<&'a [u8], CacheProblem> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            CacheProblem::Truncated(format!("{what}: need {n} bytes at offset {}, file has {}", self.pos, self.data.len()))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                CacheProblem::Truncated(format!(
+                    "{what}: need {n} bytes at offset {}, file has {}",
+                    self.pos,
+                    self.data.len()
+                ))
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -199,7 +237,9 @@ impl<'a> Cursor<'a> {
         let n = self.u64(what)?;
         let left = (self.data.len() - self.pos) as u64;
         if n.saturating_mul(elem as u64) > left {
-            return Err(CacheProblem::Invalid(format!("{what} = {n} does not fit the {left} payload bytes left")));
+            return Err(CacheProblem::Invalid(format!(
+                "{what} = {n} does not fit the {left} payload bytes left"
+            )));
         }
         Ok(n as usize)
     }
@@ -207,8 +247,14 @@ impl<'a> Cursor<'a> {
 
 /// Loads a cache written by [`save`], checking magic, version, key, length and checksum.
 pub fn load(path: &Path, key: &CacheKey) -> Result<Dataset> {
-    let data = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
-    decode(&data, key).map_err(|reason| DataError::Cache { path: path.to_owned(), reason })
+    let data = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    decode(&data, key).map_err(|reason| DataError::Cache {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Decodes a cache image held in memory (what [`load`] does after reading the file).
@@ -220,25 +266,36 @@ pub fn decode(data: &[u8], key: &CacheKey) -> std::result::Result<Dataset, Cache
     c.pos = MAGIC.len();
     let version = c.u32("version")?;
     if version != VERSION {
-        return Err(CacheProblem::Version { expected: VERSION, found: version });
+        return Err(CacheProblem::Version {
+            expected: VERSION,
+            found: version,
+        });
     }
     let klen = c.u32("key length")? as usize;
     let stored_key = c.take(klen, "key")?;
     if stored_key != key.0.as_bytes() {
-        return Err(CacheProblem::Stale { expected: key.0.clone(), found: String::from_utf8_lossy(stored_key).into_owned() });
+        return Err(CacheProblem::Stale {
+            expected: key.0.clone(),
+            found: String::from_utf8_lossy(stored_key).into_owned(),
+        });
     }
     let plen = c.u64("payload length")?;
     let stored = c.u64("checksum")?;
     let left = (data.len() - c.pos) as u64;
     if plen != left {
-        return Err(CacheProblem::Truncated(format!("payload of {plen} bytes announced, {left} present")));
+        return Err(CacheProblem::Truncated(format!(
+            "payload of {plen} bytes announced, {left} present"
+        )));
     }
     let payload = &data[c.pos..];
     let computed = checksum(payload);
     if computed != stored {
         return Err(CacheProblem::Checksum { stored, computed });
     }
-    let mut p = Cursor { data: payload, pos: 0 };
+    let mut p = Cursor {
+        data: payload,
+        pos: 0,
+    };
     let n_users = p.count("user count", 4)?;
     let n_items = p.count("item count", 4)?;
     let n_events = p.count("event count", 12)?;
@@ -247,21 +304,39 @@ pub fn decode(data: &[u8], key: &CacheKey) -> std::result::Result<Dataset, Cache
         for _ in 0..n {
             let len = p.u32(what)? as usize;
             let bytes = p.take(len, what)?;
-            let s = std::str::from_utf8(bytes).map_err(|_| CacheProblem::Invalid(format!("{what} is not UTF-8")))?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|_| CacheProblem::Invalid(format!("{what} is not UTF-8")))?;
             v.push(s.to_owned());
         }
         Ok(v)
     };
     let users = strings(n_users, "user id")?;
     let items = strings(n_items, "item id")?;
-    let offsets: Vec<usize> = p.take(8 * (n_users + 2), "offsets")?.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).collect();
-    let item_seq: Vec<u32> = p.take(4 * n_events, "items")?.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect();
-    let time_seq: Vec<i64> = p.take(8 * n_events, "times")?.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    let offsets: Vec<usize> = p
+        .take(8 * (n_users + 2), "offsets")?
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect();
+    let item_seq: Vec<u32> = p
+        .take(4 * n_events, "items")?
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let time_seq: Vec<i64> = p
+        .take(8 * n_events, "times")?
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     if p.pos != payload.len() {
-        return Err(CacheProblem::Invalid(format!("{} trailing payload bytes", payload.len() - p.pos)));
+        return Err(CacheProblem::Invalid(format!(
+            "{} trailing payload bytes",
+            payload.len() - p.pos
+        )));
     }
-    let users = Vocab::from_originals(users).map_err(|d| CacheProblem::Invalid(format!("duplicate user id {d:?}")))?;
-    let items = Vocab::from_originals(items).map_err(|d| CacheProblem::Invalid(format!("duplicate item id {d:?}")))?;
+    let users = Vocab::from_originals(users)
+        .map_err(|d| CacheProblem::Invalid(format!("duplicate user id {d:?}")))?;
+    let items = Vocab::from_originals(items)
+        .map_err(|d| CacheProblem::Invalid(format!("duplicate item id {d:?}")))?;
     Dataset::from_parts(users, items, offsets, item_seq, time_seq).map_err(CacheProblem::Invalid)
 }
 
@@ -289,7 +364,12 @@ pub enum CacheStatus {
 /// println!("{} users ({status:?})", ds.n_users());
 /// # Ok::<(), seqrec_data::DataError>(())
 /// ```
-pub fn load_or_prepare(source: &Path, opts: &ReadOptions, cfg: &PrepareConfig, cache: &Path) -> Result<(Dataset, CacheStatus)> {
+pub fn load_or_prepare(
+    source: &Path,
+    opts: &ReadOptions,
+    cfg: &PrepareConfig,
+    cache: &Path,
+) -> Result<(Dataset, CacheStatus)> {
     let key = CacheKey::new(source, opts, cfg)?;
     let reason = match load(cache, &key) {
         Ok(ds) => return Ok((ds, CacheStatus::Hit)),
@@ -300,7 +380,10 @@ pub fn load_or_prepare(source: &Path, opts: &ReadOptions, cfg: &PrepareConfig, c
     let ds = prepare(&log, cfg)?;
     drop(log);
     if let Some(dir) = cache.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DataError::Io { path: dir.to_owned(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
+            path: dir.to_owned(),
+            source: e,
+        })?;
     }
     save(cache, &key, &ds)?;
     Ok((ds, CacheStatus::Built { reason }))

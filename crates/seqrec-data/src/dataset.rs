@@ -139,10 +139,19 @@ impl Dataset {
         let mut time_seq = Vec::with_capacity(total);
         for (u, (seq, times)) in sequences.into_iter().enumerate() {
             if seq.len() != times.len() {
-                return Err(format!("user {}: {} items but {} timestamps", u + 1, seq.len(), times.len()));
+                return Err(format!(
+                    "user {}: {} items but {} timestamps",
+                    u + 1,
+                    seq.len(),
+                    times.len()
+                ));
             }
             if let Some(&bad) = seq.iter().find(|&&i| i == PAD || i as usize > items.len()) {
-                return Err(format!("user {}: item id {bad} outside 1..={}", u + 1, items.len()));
+                return Err(format!(
+                    "user {}: item id {bad} outside 1..={}",
+                    u + 1,
+                    items.len()
+                ));
             }
             if times.windows(2).any(|w| w[0] > w[1]) {
                 return Err(format!("user {}: timestamps are not in time order", u + 1));
@@ -151,7 +160,13 @@ impl Dataset {
             time_seq.extend_from_slice(&times);
             offsets.push(item_seq.len());
         }
-        Ok(Self { users, items, offsets, item_seq, time_seq })
+        Ok(Self {
+            users,
+            items,
+            offsets,
+            item_seq,
+            time_seq,
+        })
     }
 
     /// Builds a dataset from raw CSR parts without copying. Same checks as [`Dataset::from_sequences`].
@@ -165,23 +180,42 @@ impl Dataset {
         time_seq: Vec<i64>,
     ) -> Result<Self, String> {
         if offsets.len() != users.len() + 2 || offsets[0] != 0 || offsets[1] != 0 {
-            return Err(format!("offsets must have {} entries starting 0, 0", users.len() + 2));
+            return Err(format!(
+                "offsets must have {} entries starting 0, 0",
+                users.len() + 2
+            ));
         }
         if offsets.windows(2).any(|w| w[0] > w[1]) || *offsets.last().unwrap() != item_seq.len() {
             return Err("offsets must be non-decreasing and end at the number of events".into());
         }
         if item_seq.len() != time_seq.len() {
-            return Err(format!("{} items but {} timestamps", item_seq.len(), time_seq.len()));
+            return Err(format!(
+                "{} items but {} timestamps",
+                item_seq.len(),
+                time_seq.len()
+            ));
         }
-        if let Some(&bad) = item_seq.iter().find(|&&i| i == PAD || i as usize > items.len()) {
+        if let Some(&bad) = item_seq
+            .iter()
+            .find(|&&i| i == PAD || i as usize > items.len())
+        {
             return Err(format!("item id {bad} outside 1..={}", items.len()));
         }
         for u in 1..offsets.len() - 1 {
-            if time_seq[offsets[u]..offsets[u + 1]].windows(2).any(|w| w[0] > w[1]) {
+            if time_seq[offsets[u]..offsets[u + 1]]
+                .windows(2)
+                .any(|w| w[0] > w[1])
+            {
                 return Err(format!("user {u}: timestamps are not in time order"));
             }
         }
-        Ok(Self { users, items, offsets, item_seq, time_seq })
+        Ok(Self {
+            users,
+            items,
+            offsets,
+            item_seq,
+            time_seq,
+        })
     }
 
     /// Number of users (dense user ids are `1..=n_users`).

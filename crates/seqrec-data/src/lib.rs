@@ -16,7 +16,7 @@ pub use dataset::{Dataset, Id, PAD, Vocab};
 pub use error::{CacheProblem, DataError, Result};
 pub use prepare::{Dedup, KCore, PrepareConfig, PrepareConfigBuilder, prepare};
 pub use read::{
-    Column, ColumnMap, Format, MAX_REPORTED_INVALID, Movie, RawLog, ReadOptions, detect_format, parse_timestamp, read_log,
-    read_log_from, read_movies,
+    Column, ColumnMap, Format, MAX_REPORTED_INVALID, Movie, RawLog, ReadOptions, detect_format,
+    parse_timestamp, read_log, read_log_from, read_movies,
 };
 pub use stats::Stats;

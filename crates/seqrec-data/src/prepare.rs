@@ -36,7 +36,9 @@ impl std::str::FromStr for Dedup {
             "all" | "keep-all" | "none" => Ok(Dedup::KeepAll),
             "first" => Ok(Dedup::First),
             "last" => Ok(Dedup::Last),
-            other => Err(format!("unknown dedup policy {other:?}: expected all, first or last")),
+            other => Err(format!(
+                "unknown dedup policy {other:?}: expected all, first or last"
+            )),
         }
     }
 }
@@ -74,7 +76,14 @@ pub struct PrepareConfig {
 impl Default for PrepareConfig {
     /// Keep everything: no threshold, no de-duplication, no k-core, no session split.
     fn default() -> Self {
-        Self { rating_threshold: None, dedup: Dedup::KeepAll, min_user_events: 0, min_item_events: 0, kcore: KCore::Iterative, session_gap: None }
+        Self {
+            rating_threshold: None,
+            dedup: Dedup::KeepAll,
+            min_user_events: 0,
+            min_item_events: 0,
+            kcore: KCore::Iterative,
+            session_gap: None,
+        }
     }
 }
 
@@ -119,12 +128,16 @@ impl PrepareConfigBuilder {
         if let Some(r) = c.rating_threshold
             && !r.is_finite()
         {
-            return Err(DataError::Config(format!("rating threshold must be a finite number, got {r}")));
+            return Err(DataError::Config(format!(
+                "rating threshold must be a finite number, got {r}"
+            )));
         }
         if let Some(g) = c.session_gap
             && g <= 0
         {
-            return Err(DataError::Config(format!("session gap must be a positive number of seconds, got {g}")));
+            return Err(DataError::Config(format!(
+                "session gap must be a positive number of seconds, got {g}"
+            )));
         }
         if c.min_user_events > u32::MAX as usize || c.min_item_events > u32::MAX as usize {
             return Err(DataError::Config("k-core thresholds must fit a u32".into()));
@@ -143,7 +156,12 @@ impl PrepareConfig {
     /// fewer than 5 events dropped in a single pass, stable time order. On `ml-1m-ratings.dat`
     /// it gives 999,611 events, 6,040 users and 3,416 items, as in `ml-1m-sasrec.txt`.
     pub fn sasrec() -> Self {
-        Self { min_user_events: 5, min_item_events: 5, kcore: KCore::SinglePass, ..Self::default() }
+        Self {
+            min_user_events: 5,
+            min_item_events: 5,
+            kcore: KCore::SinglePass,
+            ..Self::default()
+        }
     }
 
     /// The rating threshold, if any.
@@ -203,7 +221,9 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
     // 1. Rating threshold.
     let keep: Vec<u32> = match (cfg.rating_threshold, &log.ratings) {
         (None, _) => (0..n as u32).collect(),
-        (Some(r), Some(ratings)) => (0..n as u32).filter(|&e| ratings[e as usize] >= r).collect(),
+        (Some(r), Some(ratings)) => (0..n as u32)
+            .filter(|&e| ratings[e as usize] >= r)
+            .collect(),
         (Some(_), None) => {
             return Err(DataError::Config(format!(
                 "a rating threshold was set but {} ({}) has no rating column",
@@ -244,6 +264,7 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
     // 3. De-duplicate within each key. `seen[item] == k + 1` marks items already kept for key k.
     if cfg.dedup != Dedup::KeepAll {
         let mut seen = vec![0u32; log.n_items()];
+        let mut last: Vec<bool> = Vec::new();
         let mut w = 0;
         let mut new_off = vec![0usize; n_keys + 1];
         for k in 0..n_keys {
@@ -262,18 +283,23 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
                     }
                 }
                 Dedup::Last => {
-                    // Walk backwards to find the last occurrences, then restore time order.
-                    let start = w;
+                    // Mark the last occurrences walking backwards, then compact forwards
+                    // (writing while reading backwards would overwrite unread events).
+                    last.clear();
+                    last.resize(b - a, false);
                     for r in (a..b).rev() {
-                        let e = order[r];
-                        let it = log.items[e as usize] as usize;
+                        let it = log.items[order[r] as usize] as usize;
                         if seen[it] != stamp {
                             seen[it] = stamp;
-                            order[w] = e;
+                            last[r - a] = true;
+                        }
+                    }
+                    for r in a..b {
+                        if last[r - a] {
+                            order[w] = order[r];
                             w += 1;
                         }
                     }
-                    order[start..w].reverse();
                 }
                 Dedup::KeepAll => unreachable!(),
             }
@@ -302,7 +328,10 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
             Some(gap) => {
                 let mut part = 1;
                 for r in a + 1..=b {
-                    if r == b || times[order[r] as usize].saturating_sub(times[order[r - 1] as usize]) > gap {
+                    if r == b
+                        || times[order[r] as usize].saturating_sub(times[order[r - 1] as usize])
+                            > gap
+                    {
                         seq_key.push(k as u32);
                         seq_part.push(part);
                         seq_off.push(r);
@@ -355,15 +384,23 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
             cfg.fingerprint()
         )));
     }
-    let users = Vocab::from_originals(user_originals).map_err(|d| DataError::NothingLeft(format!("duplicate user id {d:?}")))?;
-    let items = Vocab::from_originals(item_originals).map_err(|d| DataError::NothingLeft(format!("duplicate item id {d:?}")))?;
+    let users = Vocab::from_originals(user_originals)
+        .map_err(|d| DataError::NothingLeft(format!("duplicate user id {d:?}")))?;
+    let items = Vocab::from_originals(item_originals)
+        .map_err(|d| DataError::NothingLeft(format!("duplicate item id {d:?}")))?;
     // The invariants hold by construction; `from_parts` re-checks them in O(n).
     Dataset::from_parts(users, items, offsets, item_seq, time_seq).map_err(DataError::NothingLeft)
 }
 
 /// Removes events of short sequences and rare items, compacting `order` and `seq_off` in place.
 /// Sequences may become empty (the caller skips them).
-fn kcore(order: &mut Vec<u32>, seq_off: &mut [usize], items: &[u32], n_items: usize, cfg: &PrepareConfig) {
+fn kcore(
+    order: &mut Vec<u32>,
+    seq_off: &mut [usize],
+    items: &[u32],
+    n_items: usize,
+    cfg: &PrepareConfig,
+) {
     let (ku, ki) = (cfg.min_user_events, cfg.min_item_events);
     if ku <= 1 && ki <= 1 {
         return;

@@ -41,7 +41,13 @@ pub enum Format {
 impl Format {
     /// True when the format carries real timestamps; otherwise timestamps are event positions.
     pub fn has_timestamps(&self) -> bool {
-        matches!(self, Format::MovieLens | Format::MovieLens100k | Format::Delimited { .. } | Format::RecBoleInter)
+        matches!(
+            self,
+            Format::MovieLens
+                | Format::MovieLens100k
+                | Format::Delimited { .. }
+                | Format::RecBoleInter
+        )
     }
 
     /// A short stable name, the same one [`Format::from_name`] accepts.
@@ -79,7 +85,9 @@ impl Format {
             "pairs" | "sasrec" => Format::UserItemPairs,
             "sequences" | "seq" => Format::Sequences,
             other => match other.strip_prefix("delimited:") {
-                Some(d) if d.len() == 1 && d != "\"" => Format::Delimited { delimiter: d.as_bytes()[0] },
+                Some(d) if d.len() == 1 && d != "\"" => Format::Delimited {
+                    delimiter: d.as_bytes()[0],
+                },
                 _ => {
                     return Err(format!(
                         "unknown format {other:?}: expected movielens, ml100k, csv, tsv, ssv, \
@@ -199,7 +207,10 @@ impl RawLog {
 /// ```
 pub fn read_log(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<RawLog> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     read_log_from(file, path, opts)
 }
 
@@ -217,7 +228,10 @@ pub fn read_log(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<RawLog> {
 /// ```
 pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Result<RawLog> {
     let mut lines = LineReader::new(reader);
-    let io_err = |source| DataError::Io { path: name.to_owned(), source };
+    let io_err = |source| DataError::Io {
+        path: name.to_owned(),
+        source,
+    };
     let format = match opts.format {
         Some(f) => f,
         None => {
@@ -227,8 +241,22 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
     };
     let mut b = Builder::new(name, format);
     let mut parser: Option<LineParser> = match format {
-        Format::MovieLens => Some(LineParser::fixed(Split::DoubleColon, 4, 0, 1, Some(3), Some(2))),
-        Format::MovieLens100k => Some(LineParser::fixed(Split::Byte(b'\t'), 4, 0, 1, Some(3), Some(2))),
+        Format::MovieLens => Some(LineParser::fixed(
+            Split::DoubleColon,
+            4,
+            0,
+            1,
+            Some(3),
+            Some(2),
+        )),
+        Format::MovieLens100k => Some(LineParser::fixed(
+            Split::Byte(b'\t'),
+            4,
+            0,
+            1,
+            Some(3),
+            Some(2),
+        )),
         Format::UserItemPairs => Some(LineParser::fixed(Split::Whitespace, 2, 0, 1, None, None)),
         Format::Sequences => Some(LineParser::sequences()),
         Format::Delimited { .. } | Format::RecBoleInter => None, // built from the header
@@ -236,7 +264,11 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
     let mut fields: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut scratch: Vec<u8> = Vec::new();
     while let Some((line_no, line)) = lines.next_line().map_err(io_err)? {
-        let line = if line_no == 1 { line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line) } else { line };
+        let line = if line_no == 1 {
+            line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
+        } else {
+            line
+        };
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
@@ -245,8 +277,17 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
                 Format::Delimited { delimiter } => delimiter,
                 _ => b'\t',
             };
-            let p = LineParser::from_header(line, delimiter, format == Format::RecBoleInter, &opts.columns)
-                .map_err(|(expected, found)| DataError::Header { path: name.to_owned(), expected, found })?;
+            let p = LineParser::from_header(
+                line,
+                delimiter,
+                format == Format::RecBoleInter,
+                &opts.columns,
+            )
+            .map_err(|(expected, found)| DataError::Header {
+                path: name.to_owned(),
+                expected,
+                found,
+            })?;
             b.sessions = p.sessions;
             b.has_time = p.time.is_some();
             parser = Some(p);
@@ -254,11 +295,18 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
         };
         if let Err(bad) = p.parse(line, &mut fields, &mut scratch, &mut b) {
             let err = match bad {
-                Bad::Record { expected, found } => {
-                    DataError::Parse { path: name.to_owned(), line: line_no, expected, found }
-                }
+                Bad::Record { expected, found } => DataError::Parse {
+                    path: name.to_owned(),
+                    line: line_no,
+                    expected,
+                    found,
+                },
                 Bad::TooMany(what) => {
-                    return Err(DataError::TooManyIds { path: name.to_owned(), what, max: MAX_IDS as u64 });
+                    return Err(DataError::TooManyIds {
+                        path: name.to_owned(),
+                        what,
+                        max: MAX_IDS as u64,
+                    });
                 }
             };
             if !opts.skip_invalid {
@@ -273,10 +321,16 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
     if b.i.is_empty() {
         let expected = match parser {
             None => "a header line and records".to_string(),
-            Some(_) if b.skipped > 0 => format!("at least one valid record ({} lines skipped as invalid)", b.skipped),
+            Some(_) if b.skipped > 0 => format!(
+                "at least one valid record ({} lines skipped as invalid)",
+                b.skipped
+            ),
             Some(_) => format!("{} records", format.name()),
         };
-        return Err(DataError::Empty { path: name.to_owned(), expected });
+        return Err(DataError::Empty {
+            path: name.to_owned(),
+            expected,
+        });
     }
     Ok(b.finish())
 }
@@ -289,8 +343,15 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
 /// frequent separator wins); whitespace-separated tokens are `user item` pairs when every
 /// sniffed line has two tokens, sequence lines otherwise.
 pub fn detect_format(name: &Path, head: &[u8]) -> Result<Format> {
-    let ext = name.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let unknown = |reason: &str| DataError::UnknownFormat { path: name.to_owned(), reason: reason.to_owned() };
+    let ext = name
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let unknown = |reason: &str| DataError::UnknownFormat {
+        path: name.to_owned(),
+        reason: reason.to_owned(),
+    };
     if ext == "inter" {
         return Ok(Format::RecBoleInter);
     }
@@ -299,22 +360,42 @@ pub fn detect_format(name: &Path, head: &[u8]) -> Result<Format> {
     if lines.len() > 1 && !head.ends_with(b"\n") && head.len() >= 1 << 16 {
         lines.pop();
     }
-    let lines: Vec<&[u8]> = lines.into_iter().filter(|l| !l.iter().all(|b| b.is_ascii_whitespace())).take(200).collect();
+    let lines: Vec<&[u8]> = lines
+        .into_iter()
+        .filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
+        .take(200)
+        .collect();
     let first = match lines.first() {
         Some(l) => l.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(l),
-        None => return Err(DataError::Empty { path: name.to_owned(), expected: "interaction records".into() }),
+        None => {
+            return Err(DataError::Empty {
+                path: name.to_owned(),
+                expected: "interaction records".into(),
+            });
+        }
     };
     if memchr::memmem::find(first, b"::").is_some() {
         return Ok(Format::MovieLens);
     }
     let tab_fields: Vec<&[u8]> = first.split(|&b| b == b'\t').collect();
-    if tab_fields.len() == 4 && tab_fields.iter().all(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit)) {
+    if tab_fields.len() == 4
+        && tab_fields
+            .iter()
+            .all(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+    {
         return Ok(Format::MovieLens100k);
     }
     let count = |d: u8| first.iter().filter(|&&b| b == d).count();
-    let best = [b',', b';', b'\t', b'|'].into_iter().max_by_key(|&d| count(d)).filter(|&d| count(d) > 0);
+    let best = [b',', b';', b'\t', b'|']
+        .into_iter()
+        .max_by_key(|&d| count(d))
+        .filter(|&d| count(d) > 0);
     match ext.as_str() {
-        "csv" => return Ok(Format::Delimited { delimiter: best.unwrap_or(b',') }),
+        "csv" => {
+            return Ok(Format::Delimited {
+                delimiter: best.unwrap_or(b','),
+            });
+        }
         "tsv" => return Ok(Format::Delimited { delimiter: b'\t' }),
         _ => {}
     }
@@ -323,14 +404,23 @@ pub fn detect_format(name: &Path, head: &[u8]) -> Result<Format> {
     {
         return Ok(Format::Delimited { delimiter: d });
     }
-    let token_counts: Vec<usize> = lines.iter().map(|l| l.split(|b| *b == b' ' || *b == b'\t').filter(|t| !t.is_empty()).count()).collect();
+    let token_counts: Vec<usize> = lines
+        .iter()
+        .map(|l| {
+            l.split(|b| *b == b' ' || *b == b'\t')
+                .filter(|t| !t.is_empty())
+                .count()
+        })
+        .collect();
     if token_counts.iter().all(|&n| n == 2) {
         return Ok(Format::UserItemPairs);
     }
     if token_counts.iter().all(|&n| n >= 2) {
         return Ok(Format::Sequences);
     }
-    Err(unknown("first lines are neither MovieLens, delimited with a header, nor whitespace-separated ids"))
+    Err(unknown(
+        "first lines are neither MovieLens, delimited with a header, nor whitespace-separated ids",
+    ))
 }
 
 /// A MovieLens movie: `MovieID::Title::Genres`.
@@ -351,7 +441,10 @@ pub struct Movie {
 /// never appears.
 pub fn read_movies(path: impl AsRef<Path>) -> Result<Vec<Movie>> {
     let path = path.as_ref();
-    let io_err = |source| DataError::Io { path: path.to_owned(), source };
+    let io_err = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let mut lines = LineReader::new(file);
     let mut movies = Vec::new();
@@ -375,11 +468,18 @@ pub fn read_movies(path: impl AsRef<Path>) -> Result<Vec<Movie>> {
         movies.push(Movie {
             id: parts[0].trim().to_owned(),
             title: parts[1].to_owned(),
-            genres: parts[2].split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+            genres: parts[2]
+                .split('|')
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect(),
         });
     }
     if movies.is_empty() {
-        return Err(DataError::Empty { path: path.to_owned(), expected: "MovieID::Title::Genres lines".into() });
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+            expected: "MovieID::Title::Genres lines".into(),
+        });
     }
     Ok(movies)
 }
@@ -401,7 +501,14 @@ const CHUNK: usize = 1 << 22;
 
 impl<R: Read> LineReader<R> {
     pub(crate) fn new(reader: R) -> Self {
-        Self { reader, buf: vec![0; CHUNK], start: 0, end: 0, eof: false, line_no: 0 }
+        Self {
+            reader,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            line_no: 0,
+        }
     }
 
     /// Reads more bytes after the unconsumed ones; false at end of input.
@@ -578,7 +685,10 @@ impl Interner {
                 // (dense ids like MovieLens'); sparse or huge ids go to the hash map.
                 let limit = (1usize << 20).max(self.keys.len() * 8);
                 if (n as usize) < limit {
-                    let new_len = ((n as usize) + 1).next_power_of_two().min(limit).max(n as usize + 1);
+                    let new_len = ((n as usize) + 1)
+                        .next_power_of_two()
+                        .min(limit)
+                        .max(n as usize + 1);
                     self.table.resize(new_len, 0);
                     let table = &mut self.table;
                     self.nums.retain(|&k, &mut v| {
@@ -633,7 +743,10 @@ enum Bad {
 
 impl Bad {
     fn record(expected: impl Into<String>, found: impl Into<String>) -> Self {
-        Bad::Record { expected: expected.into(), found: found.into() }
+        Bad::Record {
+            expected: expected.into(),
+            found: found.into(),
+        }
     }
 }
 
@@ -658,7 +771,11 @@ pub fn parse_timestamp(f: &[u8]) -> Option<i64> {
     }
     let s = std::str::from_utf8(f).ok()?;
     let x: f64 = s.parse().ok()?;
-    if x.is_finite() && x.abs() < 9.0e18 { Some(x.floor() as i64) } else { None }
+    if x.is_finite() && x.abs() < 9.0e18 {
+        Some(x.floor() as i64)
+    } else {
+        None
+    }
 }
 
 fn parse_date(f: &[u8]) -> Option<i64> {
@@ -731,7 +848,13 @@ enum Split {
 
 /// Splits `line` into field ranges. Quoted fields (delimited text only) are unescaped into
 /// `scratch` and the returned slice is then `scratch`, else `line`.
-fn split<'a>(line: &'a [u8], how: Split, quoted: bool, out: &mut Vec<(usize, usize)>, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+fn split<'a>(
+    line: &'a [u8],
+    how: Split,
+    quoted: bool,
+    out: &mut Vec<(usize, usize)>,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
     out.clear();
     match how {
         Split::Byte(d) => {
@@ -842,15 +965,37 @@ struct LineParser {
 }
 
 impl LineParser {
-    fn fixed(split: Split, n_fields: usize, key: usize, item: usize, time: Option<usize>, rating: Option<usize>) -> Self {
-        Self { split, quoted: false, n_fields, key, item, time, rating, sessions: false, header_names: Vec::new() }
+    fn fixed(
+        split: Split,
+        n_fields: usize,
+        key: usize,
+        item: usize,
+        time: Option<usize>,
+        rating: Option<usize>,
+    ) -> Self {
+        Self {
+            split,
+            quoted: false,
+            n_fields,
+            key,
+            item,
+            time,
+            rating,
+            sessions: false,
+            header_names: Vec::new(),
+        }
     }
 
     fn sequences() -> Self {
         Self::fixed(Split::Whitespace, 0, 0, 1, None, None)
     }
 
-    fn from_header(line: &[u8], delimiter: u8, recbole: bool, cols: &ColumnMap) -> std::result::Result<Self, (String, String)> {
+    fn from_header(
+        line: &[u8],
+        delimiter: u8,
+        recbole: bool,
+        cols: &ColumnMap,
+    ) -> std::result::Result<Self, (String, String)> {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
         let base = split(line, Split::Byte(delimiter), true, &mut out, &mut scratch);
@@ -858,14 +1003,21 @@ impl LineParser {
             .iter()
             .map(|&(a, b)| {
                 let raw = String::from_utf8_lossy(&base[a..b]).trim().to_owned();
-                if recbole { raw.split(':').next().unwrap_or("").to_owned() } else { raw }
+                if recbole {
+                    raw.split(':').next().unwrap_or("").to_owned()
+                } else {
+                    raw
+                }
             })
             .collect();
         let found = || format!("header {:?}", names);
         let find = |c: &Column, role: &str| -> std::result::Result<usize, (String, String)> {
             match c {
                 Column::Index(i) if *i < names.len() => Ok(*i),
-                Column::Index(i) => Err((format!("a {role} column at position {i}"), format!("{} columns in {}", names.len(), found()))),
+                Column::Index(i) => Err((
+                    format!("a {role} column at position {i}"),
+                    format!("{} columns in {}", names.len(), found()),
+                )),
                 Column::Name(n) => {
                     let n = n.split(':').next().unwrap_or("");
                     names
@@ -875,13 +1027,46 @@ impl LineParser {
                 }
             }
         };
-        let auto = |cands: &[&str]| cands.iter().find_map(|c| names.iter().position(|h| h.eq_ignore_ascii_case(c)));
-        const USER: &[&str] = &["user_id", "userid", "user", "reviewerid", "visitorid", "uid"];
-        const ITEM: &[&str] = &["item_id", "itemid", "item", "movie_id", "movieid", "product_id", "asin", "iid"];
-        const TIME: &[&str] = &["timestamp", "time", "ts", "datetime", "unixreviewtime", "timeframe", "date", "eventdate"];
+        let auto = |cands: &[&str]| {
+            cands
+                .iter()
+                .find_map(|c| names.iter().position(|h| h.eq_ignore_ascii_case(c)))
+        };
+        const USER: &[&str] = &[
+            "user_id",
+            "userid",
+            "user",
+            "reviewerid",
+            "visitorid",
+            "uid",
+        ];
+        const ITEM: &[&str] = &[
+            "item_id",
+            "itemid",
+            "item",
+            "movie_id",
+            "movieid",
+            "product_id",
+            "asin",
+            "iid",
+        ];
+        const TIME: &[&str] = &[
+            "timestamp",
+            "time",
+            "ts",
+            "datetime",
+            "unixreviewtime",
+            "timeframe",
+            "date",
+            "eventdate",
+        ];
         const RATING: &[&str] = &["rating", "score", "overall"];
         const SESSION: &[&str] = &["session_id", "sessionid", "session"];
-        let opt = |c: &Option<Column>, role: &str, cands: &[&str], auto_ok: bool| -> std::result::Result<Option<usize>, (String, String)> {
+        let opt = |c: &Option<Column>,
+                   role: &str,
+                   cands: &[&str],
+                   auto_ok: bool|
+         -> std::result::Result<Option<usize>, (String, String)> {
             match c {
                 Some(c) => find(c, role).map(Some),
                 None if auto_ok => Ok(auto(cands)),
@@ -894,7 +1079,12 @@ impl LineParser {
             (Some(s), _) => s,
             (None, Some(u)) => u,
             (None, None) => {
-                return Err((format!("a user column (one of {USER:?}) or a session column (one of {SESSION:?})"), found()));
+                return Err((
+                    format!(
+                        "a user column (one of {USER:?}) or a session column (one of {SESSION:?})"
+                    ),
+                    found(),
+                ));
             }
         };
         let item = opt(&cols.item, "item", ITEM, true)?
@@ -923,13 +1113,22 @@ impl LineParser {
     }
 
     #[inline]
-    fn parse(&self, line: &[u8], fields: &mut Vec<(usize, usize)>, scratch: &mut Vec<u8>, b: &mut Builder) -> std::result::Result<(), Bad> {
+    fn parse(
+        &self,
+        line: &[u8],
+        fields: &mut Vec<(usize, usize)>,
+        scratch: &mut Vec<u8>,
+        b: &mut Builder,
+    ) -> std::result::Result<(), Bad> {
         let base = split(line, self.split, self.quoted, fields, scratch);
         let f = |i: usize| &base[fields[i].0..fields[i].1];
         if self.n_fields == 0 {
             // `user item1 item2 ...`
             if fields.len() < 2 {
-                return Err(Bad::record("a user id followed by at least one item id", format!("{} field(s) in {}", fields.len(), excerpt(line))));
+                return Err(Bad::record(
+                    "a user id followed by at least one item id",
+                    format!("{} field(s) in {}", fields.len(), excerpt(line)),
+                ));
             }
             let user = id_ref(f(0))?;
             for i in 1..fields.len() {
@@ -944,14 +1143,24 @@ impl LineParser {
             return Ok(());
         }
         if fields.len() != self.n_fields {
-            return Err(Bad::record(self.describe(), format!("{} field(s) in {}", fields.len(), excerpt(line))));
+            return Err(Bad::record(
+                self.describe(),
+                format!("{} field(s) in {}", fields.len(), excerpt(line)),
+            ));
         }
         let t = match self.time {
-            Some(i) => parse_timestamp(f(i)).ok_or_else(|| Bad::record("a timestamp (integer, float or YYYY-MM-DD date)", excerpt(f(i))))?,
+            Some(i) => parse_timestamp(f(i)).ok_or_else(|| {
+                Bad::record(
+                    "a timestamp (integer, float or YYYY-MM-DD date)",
+                    excerpt(f(i)),
+                )
+            })?,
             None => b.next_position(),
         };
         let r = match self.rating {
-            Some(i) => Some(parse_rating(f(i)).ok_or_else(|| Bad::record("a numeric rating", excerpt(f(i))))?),
+            Some(i) => Some(
+                parse_rating(f(i)).ok_or_else(|| Bad::record("a numeric rating", excerpt(f(i))))?,
+            ),
             None => None,
         };
         let user = id_ref(f(self.key))?;
@@ -1055,7 +1264,11 @@ mod tests {
 
     #[test]
     fn quoted_fields_are_unescaped() {
-        let log = read("user_id,item_id,timestamp\n\"a,1\",\"x \"\"q\"\"\",5\nb,y,6\n", "x.csv").unwrap();
+        let log = read(
+            "user_id,item_id,timestamp\n\"a,1\",\"x \"\"q\"\"\",5\nb,y,6\n",
+            "x.csv",
+        )
+        .unwrap();
         assert_eq!(log.user_ids, vec!["a,1", "b"]);
         assert_eq!(log.item_ids, vec!["x \"q\"", "y"]);
     }
@@ -1072,7 +1285,10 @@ mod tests {
     fn sparse_and_dense_numeric_ids_intern_consistently() {
         let mut it = Interner::default();
         let ids = [5u64, 1 << 40, 3_000_000, 5, 2_000_000, 1 << 40, 3_000_000];
-        let got: Vec<u32> = ids.iter().map(|&n| it.intern(IdRef::Num(n)).unwrap()).collect();
+        let got: Vec<u32> = ids
+            .iter()
+            .map(|&n| it.intern(IdRef::Num(n)).unwrap())
+            .collect();
         assert_eq!(got, vec![0, 1, 2, 0, 3, 1, 2]);
         // Growing the table moves 3_000_000 out of the map; it must keep its index.
         for n in 0..400_000u64 {

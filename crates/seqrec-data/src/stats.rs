@@ -84,10 +84,18 @@ impl Stats {
             users,
             items: ds.n_items(),
             events,
-            density: if cells > 0.0 { events as f64 / cells } else { 0.0 },
+            density: if cells > 0.0 {
+                events as f64 / cells
+            } else {
+                0.0
+            },
             seq_len_min: lens.first().copied().unwrap_or(0),
             seq_len_median: median,
-            seq_len_mean: if users > 0 { events as f64 / users as f64 } else { 0.0 },
+            seq_len_mean: if users > 0 {
+                events as f64 / users as f64
+            } else {
+                0.0
+            },
             seq_len_max: lens.last().copied().unwrap_or(0),
             time_min,
             time_max,
@@ -108,7 +116,15 @@ impl std::fmt::Display for Stats {
             "sequence length min {} / median {} / mean {:.2} / max {}",
             self.seq_len_min, self.seq_len_median, self.seq_len_mean, self.seq_len_max
         )?;
-        writeln!(f, "time           {} .. {} (span {})", self.time_min, self.time_max, self.time_span)?;
-        write!(f, "tied events    {} (same user, same timestamp)", self.tied_events)
+        writeln!(
+            f,
+            "time           {} .. {} (span {})",
+            self.time_min, self.time_max, self.time_span
+        )?;
+        write!(
+            f,
+            "tied events    {} (same user, same timestamp)",
+            self.tied_events
+        )
     }
 }

@@ -35,7 +35,14 @@ pub struct SynthConfig {
 impl Default for SynthConfig {
     /// One million events over 100,000 items, exponent 1.0, lengths 5..=5000, seed 42.
     fn default() -> Self {
-        Self { events: 1_000_000, items: 100_000, zipf_exponent: 1.0, min_len: 5, max_len: 5_000, seed: 42 }
+        Self {
+            events: 1_000_000,
+            items: 100_000,
+            zipf_exponent: 1.0,
+            min_len: 5,
+            max_len: 5_000,
+            seed: 42,
+        }
     }
 }
 
@@ -89,7 +96,11 @@ impl SplitMix64 {
 /// assert_eq!(s.bytes as usize, out.len());
 /// ```
 pub fn write_movielens<W: Write>(mut w: W, cfg: &SynthConfig) -> std::io::Result<SynthSummary> {
-    if cfg.items == 0 || cfg.min_len == 0 || cfg.max_len < cfg.min_len || !cfg.zipf_exponent.is_finite() {
+    if cfg.items == 0
+        || cfg.min_len == 0
+        || cfg.max_len < cfg.min_len
+        || !cfg.zipf_exponent.is_finite()
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "synth needs items > 0, 0 < min_len <= max_len and a finite exponent",
@@ -145,7 +156,11 @@ pub fn write_movielens<W: Write>(mut w: W, cfg: &SynthConfig) -> std::io::Result
     w.write_all(&buf)?;
     bytes += buf.len() as u64;
     w.flush()?;
-    Ok(SynthSummary { events: written, users: user, bytes })
+    Ok(SynthSummary {
+        events: written,
+        users: user,
+        bytes,
+    })
 }
 
 fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
