@@ -39,7 +39,7 @@ impl CacheKey {
     pub fn new(source: &Path, opts: &ReadOptions, cfg: &PrepareConfig) -> Result<Self> {
         let meta = std::fs::metadata(source).map_err(|e| DataError::Io {
             path: source.to_owned(),
-            source: e,
+            error: e,
         })?;
         let mtime = meta
             .modified()
@@ -171,7 +171,7 @@ fn encode_payload(ds: &Dataset) -> Vec<u8> {
 pub fn save(path: &Path, key: &CacheKey, ds: &Dataset) -> Result<()> {
     let io = |source| DataError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let payload = encode_payload(ds);
     let mut tmp_name = path
@@ -249,7 +249,7 @@ impl<'a> Cursor<'a> {
 pub fn load(path: &Path, key: &CacheKey) -> Result<Dataset> {
     let data = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     decode(&data, key).map_err(|reason| DataError::Cache {
         path: path.to_owned(),
@@ -373,7 +373,7 @@ pub fn load_or_prepare(
     let key = CacheKey::new(source, opts, cfg)?;
     let reason = match load(cache, &key) {
         Ok(ds) => return Ok((ds, CacheStatus::Hit)),
-        Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(DataError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(e.to_string()),
     };
     let log = read_log(source, opts)?;
@@ -382,7 +382,7 @@ pub fn load_or_prepare(
     if let Some(dir) = cache.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
             path: dir.to_owned(),
-            source: e,
+            error: e,
         })?;
     }
     save(cache, &key, &ds)?;

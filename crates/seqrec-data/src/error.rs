@@ -9,13 +9,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// Occurs when a file cannot be opened, read, written or renamed.
-    #[error("{path}: {source}", path = .path.display())]
+    // The OS error is part of the message, not a `source`: `{err:#}` would print it twice.
+    #[error("{path}: {error}", path = .path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The operating-system error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Occurs when a record (one line) does not have the expected shape: wrong field
     /// count, a non-numeric timestamp or rating, an id that is not UTF-8.
@@ -100,7 +100,7 @@ pub enum CacheProblem {
     },
     /// Occurs when the cache was built from another source file (size or mtime) or with
     /// another configuration.
-    #[error("stale: built for {found:?}, wanted {expected:?}")]
+    #[error("stale: built from another source file or with other settings ({})", key_difference(.expected, .found))]
     Stale {
         /// The key of the current request.
         expected: String,
@@ -140,4 +140,19 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
         s = format!("{s:?}");
     }
     s
+}
+
+/// The first `;`-separated part where two cache keys differ, for a short message.
+fn key_difference(expected: &str, found: &str) -> String {
+    let mut e = expected.split(';');
+    let mut f = found.split(';');
+    loop {
+        match (e.next(), f.next()) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) => return format!("cache has {b}, wanted {a}"),
+            (Some(a), None) => return format!("cache lacks {a}"),
+            (None, Some(b)) => return format!("cache has extra {b}"),
+            (None, None) => return "keys differ".into(),
+        }
+    }
 }

@@ -193,7 +193,7 @@ impl PrepareConfig {
     pub fn fingerprint(&self) -> String {
         format!(
             "rating>={:?};dedup={:?};user>={};item>={};kcore={:?};gap={:?}",
-            self.rating_threshold.map(f32::to_bits),
+            self.rating_threshold.map(|r| r.to_string()),
             self.dedup,
             self.min_user_events,
             self.min_item_events,

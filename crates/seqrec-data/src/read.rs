@@ -209,7 +209,7 @@ pub fn read_log(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<RawLog> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     read_log_from(file, path, opts)
 }
@@ -230,7 +230,7 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
     let mut lines = LineReader::new(reader);
     let io_err = |source| DataError::Io {
         path: name.to_owned(),
-        source,
+        error: source,
     };
     let format = match opts.format {
         Some(f) => f,
@@ -443,7 +443,7 @@ pub fn read_movies(path: impl AsRef<Path>) -> Result<Vec<Movie>> {
     let path = path.as_ref();
     let io_err = |source| DataError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let mut lines = LineReader::new(file);

@@ -133,7 +133,7 @@ fn header_not_matching_mapping() {
 fn missing_file_names_the_path() {
     let err = read_log("/nonexistent/ratings.dat", &ReadOptions::default()).unwrap_err();
     assert!(
-        matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        matches!(&err, DataError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
     );
     assert!(err.to_string().starts_with("/nonexistent/ratings.dat: "));
 }
