@@ -269,7 +269,7 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
         } else {
             line
         };
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        if is_blank(line) {
             continue;
         }
         let Some(p) = parser.as_mut() else {
@@ -566,6 +566,12 @@ impl<R: Read> LineReader<R> {
         self.line_no += 1;
         Ok(Some((self.line_no, trim_cr(&self.buf[a..b]))))
     }
+}
+
+/// True for an empty or whitespace-only line (checks the first byte before scanning).
+#[inline]
+fn is_blank(line: &[u8]) -> bool {
+    line.first().is_none_or(u8::is_ascii_whitespace) && line.iter().all(u8::is_ascii_whitespace)
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -962,6 +968,83 @@ struct LineParser {
     rating: Option<usize>,
     sessions: bool,
     header_names: Vec<String>,
+    /// Single-pass scanner for all-numeric lines; anything it does not accept goes through
+    /// the general split-then-parse path, which also produces the error messages.
+    fast: Option<Fast>,
+}
+
+/// Layouts with a hand-written single-pass scanner.
+#[derive(Clone, Copy)]
+enum Fast {
+    /// `user SEP item SEP rating SEP timestamp` with `::` as separator.
+    MovieLens,
+    /// The same with a tab.
+    Tab4,
+    /// `user item` with one space or tab.
+    Pair,
+}
+
+/// Reads decimal digits from `i`; returns the (wrapping) value and the end index.
+#[inline(always)]
+fn scan_digits(line: &[u8], mut i: usize) -> (u64, usize) {
+    let mut n: u64 = 0;
+    while let Some(&c) = line.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        n = n.wrapping_mul(10).wrapping_add(d as u64);
+        i += 1;
+    }
+    (n, i)
+}
+
+/// A canonical id (no leading zero, 1..=19 digits) at `line[a..b]`, as `parse_canonical_u64`.
+#[inline(always)]
+fn canonical(line: &[u8], a: usize, b: usize) -> bool {
+    let len = b - a;
+    (1..=19).contains(&len) && (len == 1 || line[a] != b'0')
+}
+
+impl Fast {
+    #[inline(always)]
+    fn sep(self, line: &[u8], i: usize) -> Option<usize> {
+        match self {
+            Fast::MovieLens => {
+                (line.get(i) == Some(&b':') && line.get(i + 1) == Some(&b':')).then_some(i + 2)
+            }
+            Fast::Tab4 => (line.get(i) == Some(&b'\t')).then_some(i + 1),
+            Fast::Pair => matches!(line.get(i), Some(b' ' | b'\t')).then_some(i + 1),
+        }
+    }
+
+    /// `(user, item, rating, timestamp)` when the line is plain canonical numbers.
+    #[inline(always)]
+    fn scan(self, line: &[u8]) -> Option<(u64, u64, Option<f32>, Option<i64>)> {
+        let (u, e) = scan_digits(line, 0);
+        if !canonical(line, 0, e) {
+            return None;
+        }
+        let a = self.sep(line, e)?;
+        let (it, e) = scan_digits(line, a);
+        if !canonical(line, a, e) {
+            return None;
+        }
+        if let Fast::Pair = self {
+            return (e == line.len()).then_some((u, it, None, None));
+        }
+        let a = self.sep(line, e)?;
+        let (r, e) = scan_digits(line, a);
+        if e == a || e - a > 6 {
+            return None;
+        }
+        let a = self.sep(line, e)?;
+        let (t, e) = scan_digits(line, a);
+        if e != line.len() || e == a || e - a > 18 {
+            return None;
+        }
+        Some((u, it, Some(r as f32), Some(t as i64)))
+    }
 }
 
 impl LineParser {
@@ -973,7 +1056,16 @@ impl LineParser {
         time: Option<usize>,
         rating: Option<usize>,
     ) -> Self {
+        let fast = match (split, n_fields, time, rating) {
+            (Split::DoubleColon, 4, Some(3), Some(2)) if (key, item) == (0, 1) => {
+                Some(Fast::MovieLens)
+            }
+            (Split::Byte(b'\t'), 4, Some(3), Some(2)) if (key, item) == (0, 1) => Some(Fast::Tab4),
+            (Split::Whitespace, 2, None, None) if (key, item) == (0, 1) => Some(Fast::Pair),
+            _ => None,
+        };
         Self {
+            fast,
             split,
             quoted: false,
             n_fields,
@@ -1101,6 +1193,7 @@ impl LineParser {
             rating,
             sessions: session.is_some(),
             header_names: names,
+            fast: None,
         })
     }
 
@@ -1120,6 +1213,18 @@ impl LineParser {
         scratch: &mut Vec<u8>,
         b: &mut Builder,
     ) -> std::result::Result<(), Bad> {
+        if let Some(fast) = self.fast
+            && let Some((u, i, r, t)) = fast.scan(line)
+        {
+            let t = match t {
+                Some(t) => t,
+                None => b.next_position(),
+            };
+            let u = b.users.intern(IdRef::Num(u)).ok_or(Bad::TooMany("users"))?;
+            let i = b.items.intern(IdRef::Num(i)).ok_or(Bad::TooMany("items"))?;
+            b.push(u, i, t, r);
+            return Ok(());
+        }
         let base = split(line, self.split, self.quoted, fields, scratch);
         let f = |i: usize| &base[fields[i].0..fields[i].1];
         if self.n_fields == 0 {
@@ -1296,5 +1401,52 @@ mod tests {
         }
         assert_eq!(it.intern(IdRef::Num(3_000_000)), Some(2));
         assert_eq!(it.intern(IdRef::Num(2_000_000)), Some(3));
+    }
+
+    type Parsed = std::result::Result<(Vec<String>, Vec<String>, Vec<i64>, Vec<f32>), ()>;
+
+    fn parse_all(p: &LineParser, text: &[u8]) -> Vec<Parsed> {
+        let mut out = Vec::new();
+        for line in text.split(|&b| b == b'\n') {
+            let mut b = Builder::new(Path::new("x"), Format::MovieLens);
+            let r = p.parse(line, &mut Vec::new(), &mut Vec::new(), &mut b);
+            out.push(
+                r.map(|()| {
+                    let log = b.finish();
+                    (
+                        log.user_ids,
+                        log.item_ids,
+                        log.times,
+                        log.ratings.unwrap_or_default(),
+                    )
+                })
+                .map_err(|_| ()),
+            );
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The single-pass scanner accepts only what the general path reads identically.
+        #[test]
+        fn fast_path_agrees_with_general_path(
+            fields in proptest::collection::vec(proptest::prop_oneof![
+                "[0-9]{1,3}", "0[0-9]{1,2}", "[0-9]{18,21}", "-[0-9]", "[0-9]\\.[05]", " ?[a-c]?"
+            ], 1..6),
+            sep in proptest::prop_oneof!["::", "\t", " ", "  ", ":"],
+        ) {
+            let line = fields.join(&sep);
+            let cases = [
+                LineParser::fixed(Split::DoubleColon, 4, 0, 1, Some(3), Some(2)),
+                LineParser::fixed(Split::Byte(b'\t'), 4, 0, 1, Some(3), Some(2)),
+                LineParser::fixed(Split::Whitespace, 2, 0, 1, None, None),
+            ];
+            for fast in cases {
+                let mut slow = LineParser::fixed(fast.split, fast.n_fields, 0, 1, fast.time, fast.rating);
+                slow.fast = None;
+                proptest::prop_assert!(fast.fast.is_some());
+                proptest::prop_assert_eq!(parse_all(&fast, line.as_bytes()), parse_all(&slow, line.as_bytes()), "{:?}", line);
+            }
+        }
     }
 }
