@@ -218,12 +218,17 @@ impl PrepareConfig {
 pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
     let n = log.n_events();
     let times = &log.times;
-    // 1. Rating threshold.
-    let keep: Vec<u32> = match (cfg.rating_threshold, &log.ratings) {
-        (None, _) => (0..n as u32).collect(),
-        (Some(r), Some(ratings)) => (0..n as u32)
-            .filter(|&e| ratings[e as usize] >= r)
-            .collect(),
+    // Event indices are u32 to keep the working arrays small.
+    if n > u32::MAX as usize {
+        return Err(DataError::Config(format!(
+            "{n} events: at most {} are supported",
+            u32::MAX
+        )));
+    }
+    // 1. Rating threshold, applied while grouping (no array of kept indices).
+    let ratings: &[f32] = match (cfg.rating_threshold, &log.ratings) {
+        (None, _) => &[],
+        (Some(_), Some(r)) => r,
         (Some(_), None) => {
             return Err(DataError::Config(format!(
                 "a rating threshold was set but {} ({}) has no rating column",
@@ -232,28 +237,33 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
             )));
         }
     };
+    let threshold = cfg.rating_threshold.unwrap_or(f32::NEG_INFINITY);
+    let kept = |e: usize| ratings.is_empty() || ratings[e] >= threshold;
 
     // 2. Group by sequence key with a counting sort (stable: file order within a key), then a
     //    stable sort by time inside each group. Files are usually grouped and time-sorted
     //    already, so check before sorting.
     let n_keys = log.n_users();
     let mut off = vec![0usize; n_keys + 1];
-    for &e in &keep {
-        off[log.users[e as usize] as usize + 1] += 1;
+    for e in 0..n {
+        if kept(e) {
+            off[log.users[e] as usize + 1] += 1;
+        }
     }
     for k in 0..n_keys {
         off[k + 1] += off[k];
     }
-    let mut order = vec![0u32; keep.len()];
+    let mut order = vec![0u32; off[n_keys]];
     {
         let mut next = off.clone();
-        for &e in &keep {
-            let k = log.users[e as usize] as usize;
-            order[next[k]] = e;
-            next[k] += 1;
+        for e in 0..n {
+            if kept(e) {
+                let k = log.users[e] as usize;
+                order[next[k]] = e as u32;
+                next[k] += 1;
+            }
         }
     }
-    drop(keep);
     for k in 0..n_keys {
         let seq = &mut order[off[k]..off[k + 1]];
         if !seq.is_sorted_by_key(|&e| times[e as usize]) {

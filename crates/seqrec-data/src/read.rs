@@ -211,7 +211,8 @@ pub fn read_log(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<RawLog> {
         path: path.to_owned(),
         error: source,
     })?;
-    read_log_from(file, path, opts)
+    let size = file.metadata().ok().map(|m| m.len());
+    read_impl(file, path, opts, size)
 }
 
 /// Reads a log from any byte stream; `name` is used for format detection (its extension)
@@ -227,6 +228,38 @@ pub fn read_log(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<RawLog> {
 /// # Ok::<(), seqrec_data::DataError>(())
 /// ```
 pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Result<RawLog> {
+    read_impl(reader, name, opts, None)
+}
+
+/// Estimated number of events in `size` bytes, from the first lines in `head`. Reserving
+/// the event arrays up front avoids the doubling growth that would copy them and could leave
+/// up to twice the needed memory allocated.
+fn estimate_events(head: &[u8], format: Format, size: u64) -> usize {
+    let whole = match memchr::memrchr(b'\n', head) {
+        Some(p) => &head[..=p],
+        None => return 0,
+    };
+    let lines = memchr::memchr_iter(b'\n', whole).count() as u64;
+    let events = if format == Format::Sequences {
+        let tokens = whole
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|t| !t.is_empty())
+            .count() as u64;
+        tokens.saturating_sub(lines)
+    } else {
+        lines
+    };
+    let per_byte = events as f64 / whole.len() as f64;
+    // 5% slack; never more than one event per 4 bytes (`1 2\n` is the shortest record).
+    ((size as f64 * per_byte * 1.05) as u64).min(size / 4) as usize + 16
+}
+
+fn read_impl<R: Read>(
+    reader: R,
+    name: &Path,
+    opts: &ReadOptions,
+    size: Option<u64>,
+) -> Result<RawLog> {
     let mut lines = LineReader::new(reader);
     let io_err = |source| DataError::Io {
         path: name.to_owned(),
@@ -240,6 +273,16 @@ pub fn read_log_from<R: Read>(reader: R, name: &Path, opts: &ReadOptions) -> Res
         }
     };
     let mut b = Builder::new(name, format);
+    if let Some(size) = size {
+        let head = lines.peek(1 << 16).map_err(io_err)?;
+        let n = estimate_events(head, format, size);
+        b.u.reserve_exact(n);
+        b.i.reserve_exact(n);
+        b.t.reserve_exact(n);
+        if matches!(format, Format::MovieLens | Format::MovieLens100k) {
+            b.r.reserve_exact(n);
+        }
+    }
     let mut parser: Option<LineParser> = match format {
         Format::MovieLens => Some(LineParser::fixed(
             Split::DoubleColon,
@@ -1328,7 +1371,12 @@ impl Builder {
         }
     }
 
-    fn finish(self) -> RawLog {
+    fn finish(mut self) -> RawLog {
+        // Give back what the size estimate over-reserved (a cheap `mremap` for big arrays).
+        self.u.shrink_to_fit();
+        self.i.shrink_to_fit();
+        self.t.shrink_to_fit();
+        self.r.shrink_to_fit();
         let ratings = (self.r.len() == self.i.len() && !self.r.is_empty()).then_some(self.r);
         RawLog {
             source: self.source,
