@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use seqrec_data::cache::{self, CacheKey};
 use seqrec_data::synth::{SynthConfig, write_movielens};
 use seqrec_data::{
-    Column, ColumnMap, Dedup, Format, KCore, PrepareConfig, RawLog, ReadOptions, Stats, prepare,
-    read_log,
+    Column, ColumnMap, Dedup, Format, KCore, PrepareConfig, RawLog, ReadOptions, Stats,
+    prepare_owned, read_log,
 };
 
 /// Data subcommands.
@@ -225,23 +225,25 @@ fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let log = read_log(file, opts)?;
     report_skipped(&log);
-    let ds = prepare(&log, &PrepareConfig::default())?;
+    let (format, sessions, has_timestamps, skipped) =
+        (log.format, log.sessions, log.has_timestamps, log.skipped);
+    let ds = prepare_owned(log, &PrepareConfig::default())?;
     let s = Stats::of(&ds);
     if json {
         let extra = serde_json::json!({
             "file": file.display().to_string(),
-            "format": log.format.name(),
-            "sequences": if log.sessions { "sessions" } else { "users" },
-            "timestamps": if log.has_timestamps { "file" } else { "positions" },
-            "skipped_lines": log.skipped,
+            "format": format.name(),
+            "sequences": if sessions { "sessions" } else { "users" },
+            "timestamps": if has_timestamps { "file" } else { "positions" },
+            "skipped_lines": skipped,
         });
         println!("{}", stats_json(&s, extra)?);
     } else {
-        println!("file           {} ({})", file.display(), log.format.name());
-        if log.sessions {
+        println!("file           {} ({})", file.display(), format.name());
+        if sessions {
             println!("(sequences are sessions: \"users\" counts sessions)");
         }
-        if !log.has_timestamps {
+        if !has_timestamps {
             println!("(no timestamps in this format: times are event positions)");
         }
         println!("{s}");
@@ -282,8 +284,7 @@ fn prepare_cmd(
                 log.skipped,
                 log.format.name(),
             );
-            let ds = prepare(&log, cfg)?;
-            drop(log);
+            let ds = prepare_owned(log, cfg)?;
             cache::save(&path, &key, &ds)?;
             (ds, why, Some(raw))
         }

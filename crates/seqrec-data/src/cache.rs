@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, Vocab};
 use crate::error::{CacheProblem, DataError, Result};
-use crate::prepare::{PrepareConfig, prepare};
+use crate::prepare::{PrepareConfig, prepare_owned};
 use crate::read::{ReadOptions, read_log};
 
 /// Magic bytes at the start of every cache file.
@@ -377,8 +377,7 @@ pub fn load_or_prepare(
         Err(e) => Some(e.to_string()),
     };
     let log = read_log(source, opts)?;
-    let ds = prepare(&log, cfg)?;
-    drop(log);
+    let ds = prepare_owned(log, cfg)?;
     if let Some(dir) = cache.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
             path: dir.to_owned(),

@@ -14,7 +14,7 @@ pub mod synth;
 
 pub use dataset::{Dataset, Id, PAD, Vocab};
 pub use error::{CacheProblem, DataError, Result};
-pub use prepare::{Dedup, KCore, PrepareConfig, PrepareConfigBuilder, prepare};
+pub use prepare::{Dedup, KCore, PrepareConfig, PrepareConfigBuilder, prepare, prepare_owned};
 pub use read::{
     Column, ColumnMap, Format, MAX_REPORTED_INVALID, Movie, RawLog, ReadOptions, detect_format,
     parse_timestamp, read_log, read_log_from, read_movies,

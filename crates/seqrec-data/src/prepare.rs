@@ -13,6 +13,8 @@
 //! 6. assign dense ids `1..=N`: sequences in order of their key's first appearance in the file,
 //!    items in order of first appearance when walking the sequences in that order.
 
+use std::borrow::Cow;
+
 use crate::dataset::{Dataset, Id, Vocab};
 use crate::error::{DataError, Result};
 use crate::read::RawLog;
@@ -216,8 +218,73 @@ impl PrepareConfig {
 /// # Ok::<(), seqrec_data::DataError>(())
 /// ```
 pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
-    let n = log.n_events();
-    let times = &log.times;
+    run(
+        Input {
+            source: &log.source,
+            format: log.format,
+            users: Cow::Borrowed(&log.users),
+            items: Cow::Borrowed(&log.items),
+            times: Cow::Borrowed(&log.times),
+            ratings: log.ratings.as_deref().map(Cow::Borrowed),
+            user_ids: Cow::Borrowed(&log.user_ids),
+            item_ids: Cow::Borrowed(&log.item_ids),
+        },
+        cfg,
+    )
+}
+
+/// Like [`prepare`], but consumes the log and frees each of its arrays as soon as it is no
+/// longer needed (ratings and users after grouping) and moves its id strings into the
+/// vocabularies. Peak memory on a 50M-event log is then well below `prepare`'s.
+pub fn prepare_owned(log: RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
+    run(
+        Input {
+            source: &log.source,
+            format: log.format,
+            users: Cow::Owned(log.users),
+            items: Cow::Owned(log.items),
+            times: Cow::Owned(log.times),
+            ratings: log.ratings.map(Cow::Owned),
+            user_ids: Cow::Owned(log.user_ids),
+            item_ids: Cow::Owned(log.item_ids),
+        },
+        cfg,
+    )
+}
+
+/// The parts of a [`RawLog`] that `run` reads, borrowed or owned.
+struct Input<'a> {
+    source: &'a std::path::Path,
+    format: crate::read::Format,
+    users: Cow<'a, [u32]>,
+    items: Cow<'a, [u32]>,
+    times: Cow<'a, [i64]>,
+    ratings: Option<Cow<'a, [f32]>>,
+    user_ids: Cow<'a, [String]>,
+    item_ids: Cow<'a, [String]>,
+}
+
+/// Moves string `i` out of an owned list (each is taken once), clones it from a borrowed one.
+fn take_name(names: &mut Cow<'_, [String]>, i: usize) -> String {
+    match names {
+        Cow::Borrowed(v) => v[i].clone(),
+        Cow::Owned(v) => std::mem::take(&mut v[i]),
+    }
+}
+
+fn run(input: Input<'_>, cfg: &PrepareConfig) -> Result<Dataset> {
+    let Input {
+        source,
+        format,
+        users,
+        items,
+        times,
+        ratings: rating_col,
+        mut user_ids,
+        mut item_ids,
+    } = input;
+    let n = items.len();
+    let n_items = item_ids.len();
     // Event indices are u32 to keep the working arrays small.
     if n > u32::MAX as usize {
         return Err(DataError::Config(format!(
@@ -226,14 +293,14 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
         )));
     }
     // 1. Rating threshold, applied while grouping (no array of kept indices).
-    let ratings: &[f32] = match (cfg.rating_threshold, &log.ratings) {
+    let ratings: &[f32] = match (cfg.rating_threshold, &rating_col) {
         (None, _) => &[],
         (Some(_), Some(r)) => r,
         (Some(_), None) => {
             return Err(DataError::Config(format!(
                 "a rating threshold was set but {} ({}) has no rating column",
-                log.source.display(),
-                log.format.name()
+                source.display(),
+                format.name()
             )));
         }
     };
@@ -243,11 +310,11 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
     // 2. Group by sequence key with a counting sort (stable: file order within a key), then a
     //    stable sort by time inside each group. Files are usually grouped and time-sorted
     //    already, so check before sorting.
-    let n_keys = log.n_users();
+    let n_keys = user_ids.len();
     let mut off = vec![0usize; n_keys + 1];
     for e in 0..n {
         if kept(e) {
-            off[log.users[e] as usize + 1] += 1;
+            off[users[e] as usize + 1] += 1;
         }
     }
     for k in 0..n_keys {
@@ -258,12 +325,15 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
         let mut next = off.clone();
         for e in 0..n {
             if kept(e) {
-                let k = log.users[e] as usize;
+                let k = users[e] as usize;
                 order[next[k]] = e as u32;
                 next[k] += 1;
             }
         }
     }
+    // Owned inputs: the user and rating arrays are not needed any more.
+    drop(users);
+    drop(rating_col);
     for k in 0..n_keys {
         let seq = &mut order[off[k]..off[k + 1]];
         if !seq.is_sorted_by_key(|&e| times[e as usize]) {
@@ -273,7 +343,7 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
 
     // 3. De-duplicate within each key. `seen[item] == k + 1` marks items already kept for key k.
     if cfg.dedup != Dedup::KeepAll {
-        let mut seen = vec![0u32; log.n_items()];
+        let mut seen = vec![0u32; n_items];
         let mut last: Vec<bool> = Vec::new();
         let mut w = 0;
         let mut new_off = vec![0usize; n_keys + 1];
@@ -284,7 +354,7 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
                 Dedup::First => {
                     for r in a..b {
                         let e = order[r];
-                        let it = log.items[e as usize] as usize;
+                        let it = items[e as usize] as usize;
                         if seen[it] != stamp {
                             seen[it] = stamp;
                             order[w] = e;
@@ -298,7 +368,7 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
                     last.clear();
                     last.resize(b - a, false);
                     for r in (a..b).rev() {
-                        let it = log.items[order[r] as usize] as usize;
+                        let it = items[order[r] as usize] as usize;
                         if seen[it] != stamp {
                             seen[it] = stamp;
                             last[r - a] = true;
@@ -354,10 +424,10 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
     drop(off);
 
     // 5. k-core on (sequence, item) events.
-    kcore(&mut order, &mut seq_off, &log.items, log.n_items(), cfg);
+    kcore(&mut order, &mut seq_off, &items, n_items, cfg);
 
     // 6. Dense ids and CSR output.
-    let mut item_dense = vec![0 as Id; log.n_items()];
+    let mut item_dense = vec![0 as Id; n_items];
     let mut item_originals: Vec<String> = Vec::new();
     let mut user_originals: Vec<String> = Vec::new();
     let mut offsets = Vec::with_capacity(seq_key.len() + 2);
@@ -370,15 +440,14 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
         if a == b {
             continue;
         }
-        let key = &log.user_ids[seq_key[s] as usize];
         user_originals.push(match cfg.session_gap {
-            None => key.clone(),
-            Some(_) => format!("{key}#{}", seq_part[s]),
+            None => take_name(&mut user_ids, seq_key[s] as usize),
+            Some(_) => format!("{}#{}", user_ids[seq_key[s] as usize], seq_part[s]),
         });
         for &e in &order[a..b] {
-            let raw = log.items[e as usize] as usize;
+            let raw = items[e as usize] as usize;
             if item_dense[raw] == 0 {
-                item_originals.push(log.item_ids[raw].clone());
+                item_originals.push(take_name(&mut item_ids, raw));
                 item_dense[raw] = item_originals.len() as Id;
             }
             item_seq.push(item_dense[raw]);
@@ -390,7 +459,7 @@ pub fn prepare(log: &RawLog, cfg: &PrepareConfig) -> Result<Dataset> {
         return Err(DataError::NothingLeft(format!(
             "{} events read from {}, none kept with {}",
             n,
-            log.source.display(),
+            source.display(),
             cfg.fingerprint()
         )));
     }

@@ -221,6 +221,21 @@ proptest! {
         prop_assert_eq!(triples(&ds), expected);
     }
 
+    /// The consuming variant gives the same dataset for every setting.
+    #[test]
+    fn prepare_owned_equals_prepare(evs in events(5, 6, 30), ku in 0usize..4, ki in 0usize..4, dedup in 0u8..3, gap in proptest::option::of(1i64..4), r in proptest::option::of(1.0f32..6.0)) {
+        let text: String = evs.iter().enumerate().map(|(k, (u, i, t))| format!("{u}::{i}::{}::{t}\n", k % 5 + 1)).collect();
+        let log = read_log_from(text.as_bytes(), Path::new("p.dat"), &ReadOptions::default()).unwrap();
+        let mut b = PrepareConfig::builder().min_user_events(ku).min_item_events(ki)
+            .dedup([Dedup::KeepAll, Dedup::First, Dedup::Last][dedup as usize]);
+        if let Some(g) = gap { b = b.session_gap(g); }
+        if let Some(r) = r { b = b.rating_threshold(r); }
+        let cfg = b.build().unwrap();
+        let borrowed = prepare(&log, &cfg).map_err(|e| e.to_string());
+        let owned = seqrec_data::prepare_owned(log, &cfg).map_err(|e| e.to_string());
+        prop_assert_eq!(borrowed, owned);
+    }
+
     /// A saved cache loads back equal; any flipped byte or truncation is rejected.
     #[test]
     fn cache_round_trip_and_corruption(evs in events(6, 8, 40), flip in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<prop::sample::Index>()) {
