@@ -1427,6 +1427,64 @@ mod tests {
     }
 
     #[test]
+    fn recbole_inter_any_column_order() {
+        let text = "item_id:token\ttimestamp:float\tuser_id:token\trating:float\n\
+                    10\t978300760.0\tu1\t5.0\n\
+                    11\t978300700.5\tu1\t3.5\n\
+                    10\t978300000\tu2\t4\n";
+        let log = read(text, "ml-1m.inter").unwrap();
+        assert_eq!(log.format, Format::RecBoleInter);
+        assert_eq!(log.user_ids, vec!["u1", "u2"]);
+        assert_eq!(log.item_ids, vec!["10", "11"]);
+        assert_eq!(log.users, vec![0, 0, 1]);
+        assert_eq!(log.items, vec![0, 1, 0]);
+        assert_eq!(log.times, vec![978_300_760, 978_300_700, 978_300_000]);
+        assert_eq!(log.ratings, Some(vec![5.0, 3.5, 4.0]));
+        assert!(!log.sessions && log.has_timestamps);
+    }
+
+    #[test]
+    fn explicit_columns_by_name_and_index() {
+        let opts = ReadOptions {
+            columns: ColumnMap {
+                user: Some(Column::Name("who".into())),
+                item: Some(Column::Index(2)),
+                timestamp: Some(Column::Name("when".into())),
+                ..ColumnMap::default()
+            },
+            ..ReadOptions::default()
+        };
+        let text = "when|who|what\n2016-05-09|a|x\n2016-05-08|a|y\n";
+        let log = read_log_from(text.as_bytes(), Path::new("log.psv"), &opts).unwrap();
+        assert_eq!(log.format, Format::Delimited { delimiter: b'|' });
+        assert_eq!(log.item_ids, vec!["x", "y"]);
+        assert_eq!(log.times, vec![1_462_752_000, 1_462_665_600]);
+        assert_eq!(log.ratings, None);
+    }
+
+    #[test]
+    fn crlf_bom_and_missing_final_newline() {
+        let log = read(
+            "\u{feff}user_id;item_id;timestamp\r\n1;2;3\r\n1;4;5",
+            "x.csv",
+        )
+        .unwrap();
+        assert_eq!(log.format, Format::Delimited { delimiter: b';' });
+        assert_eq!(log.item_ids, vec!["2", "4"]);
+        assert_eq!(log.times, vec![3, 5]);
+    }
+
+    #[test]
+    fn sequence_lines_use_positions() {
+        let log = read("7 3 1 2\n8 1\n", "s.txt").unwrap();
+        assert_eq!(log.format, Format::Sequences);
+        assert_eq!(log.users, vec![0, 0, 0, 1]);
+        assert_eq!(log.item_ids, vec!["3", "1", "2"]);
+        assert_eq!(log.times, vec![0, 1, 2, 3]);
+        assert!(!log.has_timestamps);
+    }
+
+    #[test]
     fn leading_zeros_are_distinct_ids() {
         let log = read("7 1\n007 1\n7 2\n", "p.txt").unwrap();
         assert_eq!(log.format, Format::UserItemPairs);
