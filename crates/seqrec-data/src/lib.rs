@@ -4,9 +4,22 @@
 //! (`1..=N`, `0` is padding) and a [`Vocab`] mapping dense ids back to the file's ids.
 #![deny(missing_docs)]
 
+pub mod cache;
 mod dataset;
+mod error;
+mod prepare;
+mod read;
+mod stats;
+pub mod synth;
 
 pub use dataset::{Dataset, Id, PAD, Vocab};
+pub use error::{CacheProblem, DataError, Result};
+pub use prepare::{Dedup, KCore, PrepareConfig, PrepareConfigBuilder, prepare, prepare_owned};
+pub use read::{
+    Column, ColumnMap, Format, MAX_REPORTED_INVALID, Movie, RawLog, ReadOptions, detect_format,
+    parse_timestamp, read_log, read_log_from, read_movies,
+};
+pub use stats::Stats;
 
 // Splits, context features, batching and negative sampling.
 mod batch;
