@@ -29,7 +29,7 @@ fn ranking(c: &mut Criterion) {
     for n in [3417usize, 50_001] {
         let row = scores(n, 1);
         // A 165-item history (ML-1M's median is ~96, mean ~165), sorted.
-        let hist: Vec<u32> = (0..165).map(|i| (1 + i * (n as u32 - 2) / 165)).collect();
+        let hist: Vec<u32> = (0..165).map(|i| 1 + i * (n as u32 - 2) / 165).collect();
         let target = (n / 3) as u32;
         g.bench_with_input(BenchmarkId::new("rank_full", n), &n, |b, _| {
             b.iter(|| {
