@@ -237,7 +237,7 @@ fn exp_f32(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let y = p * z + r + 1.0;
     y * f32::from_bits(((k as i32 + 127) as u32) << 23)
 }
@@ -593,11 +593,14 @@ mod tests {
             assert_eq!(loss, loss_eval);
             let mut total = 0.0;
             let mut slow = vec![0.0f32; c];
-            for i in 0..n {
-                let x = &logits.as_slice()[i * c..(i + 1) * c];
+            for (i, (x, f)) in logits
+                .as_slice()
+                .chunks_exact(c)
+                .zip(fast.as_slice().chunks_exact(c))
+                .enumerate()
+            {
                 total += ce_row_generic(Some(&mut slow), x, targets[i] as usize, 1.0 / n as f64);
-                for j in 0..c {
-                    let (a, b) = (fast.as_slice()[i * c + j], slow[j]);
+                for (j, (&a, &b)) in f.iter().zip(&slow).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-7 + 1e-5 * b.abs(),
                         "[{n},{c}] at ({i},{j}): {a} vs {b}"
