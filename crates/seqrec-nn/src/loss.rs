@@ -63,15 +63,15 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// Calls `f(row, dlogits_row)` for every row of an `[n, cols]` problem and returns the sum of its
-/// results. Rows go in chunks fixed by the shape (over rayon when large); partial sums are added in
-/// chunk order so the result does not depend on the thread count. The only allocation is one `f64`
-/// per chunk.
-fn rows_sum<T: Float>(
+/// Calls `f(first_row, rows, dlogits_chunk)` over chunks of whole rows of an `[n, cols]` problem and
+/// returns the sum of its results. Chunks are fixed by the shape (about [`CHUNK_ELEMS`] logits each) and
+/// run over rayon when the problem is large; partial sums are added in chunk order, so the result does
+/// not depend on the thread count. The only allocation is one `f64` per chunk.
+fn chunks_sum<T: Float>(
     dlogits: Option<&mut Tensor<T>>,
     n: usize,
     cols: usize,
-    f: impl Fn(usize, Option<&mut [T]>) -> f64 + Sync + Send,
+    f: impl Fn(usize, usize, Option<&mut [T]>) -> f64 + Sync + Send,
 ) -> f64 {
     let rpc = (CHUNK_ELEMS / cols.max(1)).max(1);
     let chunks = n.div_ceil(rpc);
@@ -79,11 +79,7 @@ fn rows_sum<T: Float>(
     let partials: Vec<f64> = match dlogits {
         Some(d) => {
             let run = |(ci, chunk): (usize, &mut [T])| {
-                chunk
-                    .chunks_exact_mut(cols)
-                    .enumerate()
-                    .map(|(r, g)| f(ci * rpc + r, Some(g)))
-                    .sum::<f64>()
+                f(ci * rpc, chunk.len() / cols.max(1), Some(chunk))
             };
             let data = d.as_mut_slice();
             if par {
@@ -96,11 +92,7 @@ fn rows_sum<T: Float>(
             }
         }
         None => {
-            let run = |ci: usize| {
-                (ci * rpc..((ci + 1) * rpc).min(n))
-                    .map(|r| f(r, None))
-                    .sum::<f64>()
-            };
+            let run = |ci: usize| f(ci * rpc, ((ci + 1) * rpc).min(n) - ci * rpc, None);
             if par {
                 (0..chunks).into_par_iter().map(run).collect()
             } else {
@@ -109,6 +101,23 @@ fn rows_sum<T: Float>(
         }
     };
     partials.iter().sum()
+}
+
+/// [`chunks_sum`] with a per-row callback `f(row, dlogits_row)`.
+fn rows_sum<T: Float>(
+    dlogits: Option<&mut Tensor<T>>,
+    n: usize,
+    cols: usize,
+    f: impl Fn(usize, Option<&mut [T]>) -> f64 + Sync + Send,
+) -> f64 {
+    chunks_sum(dlogits, n, cols, |r0, rows, g| match g {
+        Some(g) => g
+            .chunks_exact_mut(cols)
+            .enumerate()
+            .map(|(r, g)| f(r0 + r, Some(g)))
+            .sum(),
+        None => (r0..r0 + rows).map(|r| f(r, None)).sum(),
+    })
 }
 
 #[track_caller]
@@ -389,17 +398,187 @@ pub fn bce_with_logits<T: Float>(
     valid: &[bool],
 ) -> T {
     let (_, c) = check_shapes("bce_with_logits", &dlogits, logits, valid.len(), 2);
-    let inv_k = 1.0 / (c - 1) as f64;
-    sampled_rows(dlogits, logits, valid, |_, x, g| {
-        // loss = softplus(-x0) + (1/k) sum_j softplus(xj)
-        g[0] = sigmoid(x[0]) - 1.0;
-        let mut l = softplus(-x[0]);
-        for j in 1..x.len() {
-            l += inv_k * softplus(x[j]);
-            g[j] = inv_k * sigmoid(x[j]);
+    // loss = softplus(-x0) + (1/k) sum_j softplus(xj), averaged over rows.
+    weighted_softplus(dlogits, logits, valid, 1.0, 1.0 / (c - 1) as f64)
+}
+
+/// `(1/N) sum_i valid_i [w_pos softplus(-x_i0) + w_neg sum_j softplus(x_ij)]` and its gradient
+/// `(1/N) w_pos (σ(x_i0) - 1)`, `(1/N) w_neg σ(x_ij)`: the body of [`bce_with_logits`] and [`gbce`].
+///
+/// Column `j` of a row is `softplus(s_j x_j)` with sign `s_0 = -1` (a positive), `s_j = +1` (negatives),
+/// whose derivative is `s_j σ(s_j x_j)`. `f32` runs a vectorised kernel over blocks of logits; other
+/// types use the plain `f64` row code (the oracle in the unit tests).
+fn weighted_softplus<T: Float>(
+    dlogits: Option<&mut Tensor<T>>,
+    logits: &Tensor<T>,
+    valid: &[bool],
+    w_pos: f64,
+    w_neg: f64,
+) -> T {
+    let (n, c) = (logits.rows(), logits.cols());
+    let count = count_valid(valid);
+    let scale = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let (wp, wn) = (w_pos * scale, w_neg * scale);
+    if let Some(l32) = (logits as &dyn Any).downcast_ref::<Tensor<f32>>() {
+        let d32 = dlogits.map(|d| {
+            (d as &mut dyn Any)
+                .downcast_mut::<Tensor<f32>>()
+                .expect("same T")
+        });
+        let total = chunks_sum(d32, n, c, |r0, rows, g| {
+            softplus_chunk_f32(
+                g,
+                &l32.as_slice()[r0 * c..(r0 + rows) * c],
+                &valid[r0..r0 + rows],
+                c,
+                wp as f32,
+                wn as f32,
+            )
+        });
+        return T::from_f64(total);
+    }
+    let total = rows_sum(dlogits, n, c, |i, g| {
+        if !valid[i] {
+            if let Some(g) = g {
+                g.fill(T::ZERO);
+            }
+            return 0.0;
+        }
+        let x = &logits.as_slice()[i * c..(i + 1) * c];
+        let mut l = 0.0;
+        for (j, &v) in x.iter().enumerate() {
+            let (w, sgn) = if j == 0 { (wp, -1.0) } else { (wn, 1.0) };
+            let z = sgn * v.to_f64();
+            l += w * softplus(z);
+        }
+        if let Some(g) = g {
+            for (j, (gj, &v)) in g.iter_mut().zip(x).enumerate() {
+                let (w, sgn) = if j == 0 { (wp, -1.0) } else { (wn, 1.0) };
+                *gj = T::from_f64(w * sgn * sigmoid(sgn * v.to_f64()));
+            }
         }
         l
-    })
+    });
+    T::from_f64(total)
+}
+
+/// Logits per block of the `f32` softplus kernel (its weight and sign scratch live on the stack).
+const SOFTPLUS_BLOCK: usize = 1024;
+
+/// One chunk of rows of [`weighted_softplus`] in `f32`: builds per-logit weights and signs for a block,
+/// then runs the vectorised kernel over it.
+fn softplus_chunk_f32(
+    mut g: Option<&mut [f32]>,
+    x: &[f32],
+    valid: &[bool],
+    c: usize,
+    wp: f32,
+    wn: f32,
+) -> f64 {
+    let mut w = [0.0f32; SOFTPLUS_BLOCK];
+    let mut sg = [0.0f32; SOFTPLUS_BLOCK];
+    let mut scratch = [0.0f32; SOFTPLUS_BLOCK];
+    let mut total = 0.0f64;
+    let (mut row, mut col) = (0usize, 0usize);
+    for (b, xb) in x.chunks(SOFTPLUS_BLOCK).enumerate() {
+        let len = xb.len();
+        for e in 0..len {
+            let v = valid[row];
+            w[e] = match (v, col) {
+                (false, _) => 0.0,
+                (true, 0) => wp,
+                (true, _) => wn,
+            };
+            sg[e] = if col == 0 { -1.0 } else { 1.0 };
+            col += 1;
+            if col == c {
+                col = 0;
+                row += 1;
+            }
+        }
+        let gb = match g.as_deref_mut() {
+            Some(g) => &mut g[b * SOFTPLUS_BLOCK..b * SOFTPLUS_BLOCK + len],
+            None => &mut scratch[..len],
+        };
+        total += softplus_kernel_f32(gb, xb, &w[..len], &sg[..len]) as f64;
+    }
+    total
+}
+
+/// `ln(1 + e)` for `e` in `[0, 1]` without branches: `2 atanh(t)` with `t = e / (2 + e)` in `[0, 1/3]`,
+/// odd series to `t^11` (truncation below `1e-7`; no cancellation for tiny `e`).
+#[inline(always)]
+fn ln1p_unit_f32(e: f32) -> f32 {
+    let t = e / (2.0 + e);
+    let t2 = t * t;
+    let p = 1.0
+        + t2 * (1.0 / 3.0 + t2 * (0.2 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0)))));
+    2.0 * t * p
+}
+
+/// The body of [`softplus_kernel_f32`], inlined into each target-feature wrapper.
+#[inline(always)]
+fn softplus_kernel_body(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let one = |g: &mut f32, x: f32, w: f32, s: f32| -> f32 {
+        let z = s * x;
+        let e = exp_f32(-z.abs());
+        let sp = z.max(0.0) + ln1p_unit_f32(e);
+        let inv = 1.0 / (1.0 + e);
+        let sig = if z >= 0.0 { inv } else { e * inv };
+        // A masked logit (w = 0) contributes exactly 0, even if it is infinite.
+        *g = if w == 0.0 { 0.0 } else { w * s * sig };
+        if w == 0.0 { 0.0 } else { w * sp }
+    };
+    let mut gc = g.chunks_exact_mut(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    let mut wc = w.chunks_exact(LANES);
+    let mut sc = sg.chunks_exact(LANES);
+    for (((gc, xc), wc), sc) in (&mut gc).zip(&mut xc).zip(&mut wc).zip(&mut sc) {
+        for l in 0..LANES {
+            acc[l] += one(&mut gc[l], xc[l], wc[l], sc[l]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for (((gj, &xj), &wj), &sj) in gc
+        .into_remainder()
+        .iter_mut()
+        .zip(xc.remainder())
+        .zip(wc.remainder())
+        .zip(sc.remainder())
+    {
+        tail += one(gj, xj, wj, sj);
+    }
+    tail + acc.iter().sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn softplus_kernel_avx512(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 {
+    softplus_kernel_body(g, x, w, sg)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softplus_kernel_avx2(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 {
+    softplus_kernel_body(g, x, w, sg)
+}
+
+/// `sum_e w_e softplus(s_e x_e)`, writing `g_e = w_e s_e σ(s_e x_e)`, dispatched to the widest vector
+/// unit the CPU has.
+fn softplus_kernel_f32(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above; the result is cached by std).
+            return unsafe { softplus_kernel_avx512(g, x, w, sg) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { softplus_kernel_avx2(g, x, w, sg) };
+        }
+    }
+    softplus_kernel_body(g, x, w, sg)
 }
 
 /// Sampled softmax cross-entropy with the log-Q correction.
@@ -564,16 +743,8 @@ pub fn gbce<T: Float>(
     beta: f64,
 ) -> T {
     let (_, c) = check_shapes("gbce", &dlogits, logits, valid.len(), 2);
-    let inv_c = 1.0 / c as f64;
-    sampled_rows(dlogits, logits, valid, |_, x, g| {
-        g[0] = inv_c * beta * (sigmoid(x[0]) - 1.0);
-        let mut l = inv_c * beta * softplus(-x[0]);
-        for j in 1..x.len() {
-            l += inv_c * softplus(x[j]);
-            g[j] = inv_c * sigmoid(x[j]);
-        }
-        l
-    })
+    // (1/(1+k)) [beta softplus(-x0) + sum_j softplus(xj)], averaged over rows.
+    weighted_softplus(dlogits, logits, valid, beta / c as f64, 1.0 / c as f64)
 }
 
 #[cfg(test)]
@@ -611,6 +782,63 @@ mod tests {
             assert!(
                 (loss as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
                 "{loss} vs {want}"
+            );
+        }
+    }
+
+    /// The vectorised f32 BCE/gBCE path against the f64 path on the same logits, masks included.
+    #[test]
+    fn fast_f32_softplus_losses_match_f64() {
+        let mut rng = crate::init::Rng::new(6);
+        for &(n, c) in &[(1usize, 2usize), (5, 3), (700, 2), (300, 9), (2, 1500)] {
+            let x32: Tensor<f32> = rng.normal_tensor(&[n, c], 6.0);
+            let x64 = x32.cast::<f64>();
+            let valid: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();
+            for beta in [None, Some(0.3)] {
+                let (mut g32, mut g64) = (Tensor::zeros(&[n, c]), Tensor::zeros(&[n, c]));
+                let (l32, l64) = match beta {
+                    None => (
+                        bce_with_logits(Some(&mut g32), &x32, &valid),
+                        bce_with_logits(Some(&mut g64), &x64, &valid),
+                    ),
+                    Some(b) => (
+                        gbce(Some(&mut g32), &x32, &valid, b),
+                        gbce(Some(&mut g64), &x64, &valid, b),
+                    ),
+                };
+                assert_eq!(l32, bce_or_gbce_eval(&x32, &valid, beta));
+                assert!(
+                    (l32 as f64 - l64).abs() <= 1e-5 * l64.abs().max(1.0),
+                    "[{n},{c}] {l32} vs {l64}"
+                );
+                for (i, (&a, &b)) in g32.as_slice().iter().zip(g64.as_slice()).enumerate() {
+                    assert!(
+                        (a as f64 - b).abs() <= 1e-9 + 1e-5 * b.abs(),
+                        "[{n},{c}] at {i}: {a} vs {b}"
+                    );
+                    if !valid[i / c] {
+                        assert_eq!(a, 0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn bce_or_gbce_eval(x: &Tensor<f32>, valid: &[bool], beta: Option<f64>) -> f32 {
+        match beta {
+            None => bce_with_logits(None, x, valid),
+            Some(b) => gbce(None, x, valid, b),
+        }
+    }
+
+    #[test]
+    fn ln1p_unit_f32_is_accurate() {
+        for i in 0..=10_000 {
+            let e = i as f32 / 10_000.0;
+            let (a, b) = (ln1p_unit_f32(e) as f64, (e as f64).ln_1p());
+            assert!(
+                (a - b).abs() <= 4e-7 * b.max(1e-30) + 1e-12,
+                "ln1p({e}) = {a} vs {b}"
             );
         }
     }
