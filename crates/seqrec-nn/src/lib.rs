@@ -31,12 +31,26 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
+pub mod clip;
+mod dropout;
+mod embedding;
+mod error;
 pub mod gradcheck;
 pub mod init;
 mod layernorm;
 mod linear;
+pub mod loss;
+pub mod optim;
 mod param;
+mod positional;
+pub mod schedule;
 
-pub use layernorm::LayerNorm;
+pub use dropout::{Dropout, DropoutCache};
+pub use embedding::Embedding;
+pub use error::NnError;
+pub use layernorm::{LayerNorm, LayerNormCache};
 pub use linear::Linear;
 pub use param::{Module, Param};
+pub use positional::{PositionMask, PositionalEmbedding};
+pub use seqrec_tensor::Padding;
