@@ -32,11 +32,17 @@
 #![deny(missing_docs)]
 
 pub mod gradcheck;
+mod gru;
 pub mod init;
 mod layernorm;
 mod linear;
+mod lstm;
 mod param;
+mod rnn_common;
 
+pub use gru::Gru;
 pub use layernorm::LayerNorm;
 pub use linear::Linear;
+pub use lstm::Lstm;
 pub use param::{Module, Param};
+pub use rnn_common::{RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState};
