@@ -9,13 +9,13 @@
 //! h' = (1 - z) * n + z * h
 //! ```
 
-use seqrec_tensor::{Float, Tensor, sigmoid_scalar};
+use seqrec_tensor::{Float, Tensor};
 
 use crate::init::Rng;
 use crate::param::{Module, Param};
 use crate::rnn_common::{
     Cell, RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState, build_layers, rnn_backward,
-    rnn_forward, rnn_step,
+    rnn_forward, rnn_step, sigmoid_inplace, tanh_inplace,
 };
 
 /// The GRU cell for one row of `h` units.
@@ -31,25 +31,37 @@ pub(crate) fn cell_forward<T: Float>(
     bhh: &[T],
     h_prev: &[T],
 ) {
+    // Separate passes over contiguous slices so each loop vectorises (the activations for f32 too).
     let h = h_new.len();
-    let (gr, rest) = gates.split_at_mut(h);
-    let (gz, rest) = rest.split_at_mut(h);
+    let (rz, rest) = gates.split_at_mut(2 * h);
     let (gn, ghn) = rest.split_at_mut(h);
-    for j in 0..h {
-        // (a) r = sigmoid(gx_r + hh_r + b_hr)
-        let r = sigmoid_scalar(gx[j] + hh[j] + bhh[j]);
-        // (b) z = sigmoid(gx_z + hh_z + b_hz)
-        let z = sigmoid_scalar(gx[h + j] + hh[h + j] + bhh[h + j]);
-        // (c) hn = W_hn h + b_hn
-        let hn = hh[2 * h + j] + bhh[2 * h + j];
-        // (d) n = tanh(gx_n + r * hn)
-        let n = (gx[2 * h + j] + r * hn).tanh();
-        // (e) h' = n + z * (h - n)   (= (1 - z) n + z h, in PyTorch's order of operations)
-        h_new[j] = n + z * (h_prev[j] - n);
-        gr[j] = r;
-        gz[j] = z;
-        gn[j] = n;
-        ghn[j] = hn;
+    // (a, b) [r, z] = sigmoid(gx_rz + hh_rz + b_hrz)
+    for (((o, &a), &b), &c) in rz
+        .iter_mut()
+        .zip(&gx[..2 * h])
+        .zip(&hh[..2 * h])
+        .zip(&bhh[..2 * h])
+    {
+        *o = a + b + c;
+    }
+    sigmoid_inplace(rz);
+    let (r, z) = rz.split_at(h);
+    // (c) hn = W_hn h + b_hn
+    for ((o, &a), &b) in ghn
+        .iter_mut()
+        .zip(&hh[2 * h..3 * h])
+        .zip(&bhh[2 * h..3 * h])
+    {
+        *o = a + b;
+    }
+    // (d) n = tanh(gx_n + r * hn)
+    for (((o, &a), &r), &hn) in gn.iter_mut().zip(&gx[2 * h..3 * h]).zip(r).zip(&*ghn) {
+        *o = a + r * hn;
+    }
+    tanh_inplace(gn);
+    // (e) h' = n + z * (h - n)   (= (1 - z) n + z h, in PyTorch's order of operations)
+    for (((o, &n), &z), &hp) in h_new.iter_mut().zip(&*gn).zip(z).zip(h_prev) {
+        *o = n + z * (hp - n);
     }
 }
 
@@ -66,8 +78,17 @@ pub(crate) fn cell_backward<T: Float>(
     h_prev: &[T],
 ) {
     let h = dh.len();
+    let (gr, gz, gn, ghn) = (
+        &gates[..h],
+        &gates[h..2 * h],
+        &gates[2 * h..3 * h],
+        &gates[3 * h..4 * h],
+    );
+    let h_prev = &h_prev[..h];
+    let (dxr, dxz, dxn) = split3(&mut dgx[..3 * h], h);
+    let (dhr, dhz, dhn) = split3(&mut dgh[..3 * h], h);
     for j in 0..h {
-        let (r, z, n, hn) = (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]);
+        let (r, z, n, hn) = (gr[j], gz[j], gn[j], ghn[j]);
         let d = dh[j];
         // (e) h' = n + z (h - n): dn = dh' (1 - z), dz = dh' (h - n), dh = dh' z
         let dn = d * (T::ONE - z);
@@ -80,14 +101,21 @@ pub(crate) fn cell_backward<T: Float>(
         let daz = dz * z * (T::ONE - z);
         // (a) r = sigmoid(a_r): da_r = dr r (1 - r)
         let dar = dr * r * (T::ONE - r);
-        dgx[j] = dar;
-        dgx[h + j] = daz;
-        dgx[2 * h + j] = dan;
+        dxr[j] = dar;
+        dxz[j] = daz;
+        dxn[j] = dan;
         // (c) hn = (h W_hh^T + b_hh)_n enters through r * hn
-        dgh[j] = dar;
-        dgh[h + j] = daz;
-        dgh[2 * h + j] = dan * r;
+        dhr[j] = dar;
+        dhz[j] = daz;
+        dhn[j] = dan * r;
     }
+}
+
+/// Splits `v` (`3h` long) into its three gate blocks.
+fn split3<T>(v: &mut [T], h: usize) -> (&mut [T], &mut [T], &mut [T]) {
+    let (a, rest) = v.split_at_mut(h);
+    let (b, c) = rest.split_at_mut(h);
+    (a, b, c)
 }
 
 /// A multi-layer GRU with PyTorch's parameter names (`{prefix}.weight_ih_l0`, ...), layouts and gate

@@ -11,13 +11,13 @@
 //! h' = o * tanh(c')
 //! ```
 
-use seqrec_tensor::{Float, Tensor, sigmoid_scalar};
+use seqrec_tensor::{Float, Tensor};
 
 use crate::init::Rng;
 use crate::param::{Module, Param};
 use crate::rnn_common::{
     Cell, RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState, build_layers, rnn_backward,
-    rnn_forward, rnn_step,
+    rnn_forward, rnn_step, sigmoid_inplace, tanh_inplace,
 };
 
 /// The LSTM cell for one row of `h` units.
@@ -34,28 +34,33 @@ pub(crate) fn cell_forward<T: Float>(
     bhh: &[T],
     c_prev: &[T],
 ) {
+    // Separate passes over contiguous slices so each loop vectorises (the activations for f32 too).
     let h = h_new.len();
-    let (gi, rest) = gates.split_at_mut(h);
-    let (gf, rest) = rest.split_at_mut(h);
-    let (gg, rest) = rest.split_at_mut(h);
-    let (go, gtc) = rest.split_at_mut(h);
-    for j in 0..h {
-        // (a) i, f, g, o from the pre-activations gx + hh + b_hh
-        let i = sigmoid_scalar(gx[j] + hh[j] + bhh[j]);
-        let f = sigmoid_scalar(gx[h + j] + hh[h + j] + bhh[h + j]);
-        let g = (gx[2 * h + j] + hh[2 * h + j] + bhh[2 * h + j]).tanh();
-        let o = sigmoid_scalar(gx[3 * h + j] + hh[3 * h + j] + bhh[3 * h + j]);
-        // (b) c' = f c + i g
-        let c = f * c_prev[j] + i * g;
-        // (c) h' = o tanh(c')
-        let tc = c.tanh();
-        c_new[j] = c;
-        h_new[j] = o * tc;
-        gi[j] = i;
-        gf[j] = f;
-        gg[j] = g;
-        go[j] = o;
-        gtc[j] = tc;
+    let (ifgo, gtc) = gates.split_at_mut(4 * h);
+    // (a) pre-activations gx + hh + b_hh, then i, f = sigmoid, g = tanh, o = sigmoid
+    for (((o, &a), &b), &c) in ifgo
+        .iter_mut()
+        .zip(&gx[..4 * h])
+        .zip(&hh[..4 * h])
+        .zip(&bhh[..4 * h])
+    {
+        *o = a + b + c;
+    }
+    sigmoid_inplace(&mut ifgo[..2 * h]);
+    tanh_inplace(&mut ifgo[2 * h..3 * h]);
+    sigmoid_inplace(&mut ifgo[3 * h..]);
+    let (i, rest) = ifgo.split_at(h);
+    let (f, rest) = rest.split_at(h);
+    let (g, o) = rest.split_at(h);
+    // (b) c' = f c + i g
+    for ((((cn, &f), &cp), &i), &g) in c_new.iter_mut().zip(f).zip(c_prev).zip(i).zip(g) {
+        *cn = f * cp + i * g;
+    }
+    // (c) h' = o tanh(c')
+    gtc.copy_from_slice(c_new);
+    tanh_inplace(gtc);
+    for ((hn, &o), &tc) in h_new.iter_mut().zip(o).zip(&*gtc) {
+        *hn = o * tc;
     }
 }
 
@@ -75,14 +80,17 @@ pub(crate) fn cell_backward<T: Float>(
     c_prev: &[T],
 ) {
     let h = dh.len();
+    let (gi, gf, gg, go, gtc) = (
+        &gates[..h],
+        &gates[h..2 * h],
+        &gates[2 * h..3 * h],
+        &gates[3 * h..4 * h],
+        &gates[4 * h..5 * h],
+    );
+    let (dc, c_prev) = (&mut dc[..h], &c_prev[..h]);
+    let (dgx, dgh) = (&mut dgx[..4 * h], &mut dgh[..4 * h]);
     for j in 0..h {
-        let (i, f, g, o, tc) = (
-            gates[j],
-            gates[h + j],
-            gates[2 * h + j],
-            gates[3 * h + j],
-            gates[4 * h + j],
-        );
+        let (i, f, g, o, tc) = (gi[j], gf[j], gg[j], go[j], gtc[j]);
         let d = dh[j];
         // (c) h' = o tanh(c'): do = dh' tanh(c'), dc' += dh' o (1 - tanh(c')^2)
         let d_o = d * tc;
@@ -98,11 +106,13 @@ pub(crate) fn cell_backward<T: Float>(
         let daf = df * f * (T::ONE - f);
         let dag = dg * (T::ONE - g * g);
         let dao = d_o * o * (T::ONE - o);
-        for (q, v) in [dai, daf, dag, dao].into_iter().enumerate() {
-            dgx[q * h + j] = v;
-            dgh[q * h + j] = v;
-        }
+        dgx[j] = dai;
+        dgx[h + j] = daf;
+        dgx[2 * h + j] = dag;
+        dgx[3 * h + j] = dao;
     }
+    // x W_ih^T + b_ih and h W_hh^T + b_hh enter the gates identically.
+    dgh.copy_from_slice(dgx);
 }
 
 /// A multi-layer LSTM with PyTorch's parameter names (`{prefix}.weight_ih_l0`, ...), layouts and gate

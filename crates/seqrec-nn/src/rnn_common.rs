@@ -12,7 +12,9 @@
 //! nothing to outputs, final states or gradients; this serves left padding (SASRec) and right padding
 //! (`pack_padded_sequence`) alike.
 
-use seqrec_tensor::{Float, Tensor, Transpose, add_bias, add_bias_backward, gemm};
+use std::any::TypeId;
+
+use seqrec_tensor::{Float, Tensor, Transpose, add_bias, add_bias_backward, gemm, sigmoid_scalar};
 
 use crate::init::{Rng, torch_default_bound};
 use crate::param::{Param, join};
@@ -800,4 +802,106 @@ pub(crate) fn rnn_step<T: Float>(
         }
     }
     out.as_mut_slice().copy_from_slice(ynew);
+}
+
+/// Views a slice of `T` as `f32` when `T` is `f32`.
+fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: `T` and `f32` have the same `TypeId`, so they are the same type: the pointer, length and
+        // lifetime of `v` describe a valid, uniquely borrowed `[f32]`.
+        Some(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+    } else {
+        None
+    }
+}
+
+/// `e^x` for `f32` in plain arithmetic, so loops over it vectorise (std's `expf` is a libm call):
+/// Cephes' `expf` (range reduction by `ln 2` in two parts, degree-6 polynomial), relative error ~2e-7
+/// for `x` in `[-87, 88]`; inputs are clamped to that range.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer (round-to-nearest mode).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
+    let y = p * r * r + r + 1.0;
+    // 2^n by building the exponent bits (n is in [-126, 127] after the clamp).
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `tanh(x)` for `f32` in plain arithmetic: `(1 - e^{-2|x|}) / (1 + e^{-2|x|})` with the sign restored,
+/// and the odd Taylor polynomial below `|x| = 1/16` where the quotient would lose relative accuracy.
+#[inline(always)]
+fn tanh_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let e = exp_f32(-2.0 * a);
+    let big = (1.0 - e) / (1.0 + e);
+    let x2 = x * x;
+    // tanh x = x - x^3/3 + 2x^5/15 - 17x^7/315 + ...; the first omitted term is < 2e-10 here.
+    let small = a * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 - x2 * (17.0 / 315.0))));
+    let t = if a < 0.0625 { small } else { big };
+    t.copysign(x)
+}
+
+/// `v = sigmoid(v)` in place (vectorised polynomial for `f32`, exact `std` maths for `f64`, which the
+/// gradient checks need).
+pub(crate) fn sigmoid_inplace<T: Float>(v: &mut [T]) {
+    match as_f32_mut(v) {
+        Some(v) => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x))),
+        None => v.iter_mut().for_each(|x| *x = sigmoid_scalar(*x)),
+    }
+}
+
+/// `v = tanh(v)` in place (vectorised polynomial for `f32`, `std` for `f64`).
+pub(crate) fn tanh_inplace<T: Float>(v: &mut [T]) {
+    match as_f32_mut(v) {
+        Some(v) => v.iter_mut().for_each(|x| *x = tanh_f32(*x)),
+        None => v.iter_mut().for_each(|x| *x = x.tanh()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f32 polynomial activations against f64 `std` on a dense grid over [-30, 30] and near 0.
+    #[test]
+    fn fast_f32_activations_are_accurate() {
+        let mut worst = (0.0f64, 0.0f64, 0.0f64);
+        let grid = (-300_000..=300_000)
+            .map(|i| i as f32 * 1e-4)
+            .chain((-2000..=2000).map(|i| i as f32 * 1e-7))
+            .chain([-100.0, -88.5, 88.5, 100.0, f32::MIN_POSITIVE, -0.0]);
+        for x in grid {
+            let (mut s, mut t) = ([x], [x]);
+            sigmoid_inplace(&mut s);
+            tanh_inplace(&mut t);
+            let xs = x as f64;
+            let se = 1.0 / (1.0 + (-xs).exp());
+            let te = xs.tanh();
+            let ds = (s[0] as f64 - se).abs();
+            let dt = (t[0] as f64 - te).abs() / te.abs().max(1e-30);
+            worst.0 = worst.0.max(ds);
+            // tanh: relative error where |tanh| > 1e-3, absolute below.
+            if te.abs() > 1e-3 {
+                worst.1 = worst.1.max(dt);
+            } else {
+                worst.2 = worst.2.max((t[0] as f64 - te).abs());
+            }
+            assert!(s[0].is_finite() && t[0].is_finite(), "x = {x}");
+        }
+        assert!(worst.0 < 3e-7, "sigmoid max abs err {}", worst.0);
+        assert!(worst.1 < 1e-6, "tanh max rel err {}", worst.1);
+        assert!(worst.2 < 1e-9, "tanh max abs err near 0 {}", worst.2);
+    }
 }
