@@ -14,7 +14,9 @@
 
 use std::any::TypeId;
 
-use seqrec_tensor::{Float, Tensor, Transpose, add_bias, add_bias_backward, gemm, sigmoid_scalar};
+use seqrec_tensor::{
+    Float, Tensor, Transpose, add_bias, add_bias_backward, gemm, sigmoid_scalar, transpose,
+};
 
 use crate::init::{Rng, torch_default_bound};
 use crate::param::{Param, join};
@@ -231,6 +233,8 @@ pub struct RnnCache<T> {
     gx: Tensor<T>,
     /// Per-step `h W_hh^T`, `[batch, G * h]`.
     hh: Tensor<T>,
+    /// `W_hh^T` of the layer being run forward, `[h, G * h]`.
+    whh_t: Tensor<T>,
     /// Backward: gradients of `h W_hh^T + b_hh` for every step, time-major `[seq, batch, G * h]`.
     dgh: Tensor<T>,
     /// Backward: gradient of the layer output fed to the layer below, `[batch, seq, h]`.
@@ -258,6 +262,7 @@ impl<T: Float> RnnCache<T> {
                 .collect(),
             gx: Tensor::zeros(&[0]),
             hh: Tensor::zeros(&[0]),
+            whh_t: Tensor::zeros(&[0]),
             dgh: Tensor::zeros(&[0]),
             dy_inner: Tensor::zeros(&[0]),
             dh: Tensor::zeros(&[0]),
@@ -281,14 +286,18 @@ impl<T: Float> RnnCache<T> {
         }
         self.gx.resize(&[batch, seq, g]);
         self.hh.resize(&[batch, g]);
+        self.whh_t.resize(&[h, g]);
         self.dgh.resize(&[seq, batch, g]);
         self.dh.resize(&[batch, h]);
         self.dc.resize(&[batch, h]);
     }
 }
 
-/// `c = op(a) b^T`-style product on raw slices (one thread): `c [m, n] = alpha * A [m, k] B [k, n] + beta * c`,
-/// with `A`, `B` given by strides and `c` contiguous row-major.
+/// Product on raw strided slices (one thread): `C [m, n] = A [m, k] B [k, n] + beta * C`, each operand
+/// given by its (row, column) strides.
+///
+/// matrixmultiply packs `A` fast when its rows are contiguous (`rsa = 1`) and `B` when its columns are
+/// (`csb = 1`), element by element otherwise; the per-step products are arranged to hit the fast cases.
 #[allow(clippy::too_many_arguments)]
 fn gemm_strided<T: Float>(
     m: usize,
@@ -300,6 +309,7 @@ fn gemm_strided<T: Float>(
     (rsb, csb): (usize, usize),
     beta: T,
     c: &mut [T],
+    (rsc, csc): (usize, usize),
 ) {
     if m == 0 || n == 0 {
         return;
@@ -309,10 +319,14 @@ fn gemm_strided<T: Float>(
             || ((m - 1) * rsa + (k - 1) * csa < a.len() && (k - 1) * rsb + (n - 1) * csb < b.len()),
         "gemm_strided: operands too short"
     );
-    assert!(c.len() >= m * n, "gemm_strided: output too short");
+    assert!(
+        (m - 1) * rsc + (n - 1) * csc < c.len(),
+        "gemm_strided: output too short"
+    );
     // SAFETY: matrixmultiply reads A [m, k] at (rsa, csa) and B [k, n] at (rsb, csb), whose last elements
-    // were checked above to lie inside `a` and `b`; it writes C [m, n] row-major inside `c` (checked).
-    // `c` is a `&mut` slice, so it aliases neither input.
+    // were checked above to lie inside `a` and `b`; it writes C [m, n] at (rsc, csc) inside `c` (checked;
+    // every caller passes strides of a one-to-one layout). `c` is a `&mut` slice, so it aliases neither
+    // input.
     unsafe {
         T::gemm_raw(
             m,
@@ -327,8 +341,8 @@ fn gemm_strided<T: Float>(
             csb as isize,
             beta,
             c.as_mut_ptr(),
-            n as isize,
-            1,
+            rsc as isize,
+            csc as isize,
         );
     }
 }
@@ -418,9 +432,12 @@ pub(crate) fn rnn_forward<T: Float>(
             ys,
             gx,
             hh,
+            whh_t,
             ..
         } = &mut *cache;
-        let (ys_below, ys_here) = ys.split_at_mut(l.min(nl - 1));
+        transpose(whh_t, &layer.weight_hh.value, 0, 1);
+        let whh_t = whh_t.as_slice();
+        let (ys_below, ys_here) = ys.split_at_mut(l);
         let xin = if l == 0 { x } else { &ys_below[l - 1] };
         let y: &mut Tensor<T> = if l + 1 == nl {
             &mut *out
@@ -458,16 +475,26 @@ pub(crate) fn rnn_forward<T: Float>(
         }
         let (gx, hh, y) = (gx.as_slice(), hh.as_mut_slice(), y.as_mut_slice());
         let gates = gates[l].as_mut_slice();
-        let (whh, bhh) = (
-            layer.weight_hh.value.as_slice(),
-            layer.bias_hh.value.as_slice(),
-        );
+        let bhh = layer.bias_hh.value.as_slice();
         for t in 0..seq {
             let (h_hist, h_next) = hs.split_at_mut((t + 1) * bh);
             let h_prev = &h_hist[t * bh..];
             let h_next = &mut h_next[..bh];
             // (3) hh = h_{t-1} W_hh^T: [batch, h] x [h, G h]
-            gemm_strided(batch, h, g, h_prev, (h, 1), whh, (1, h), T::ZERO, hh);
+            // Computed as hh^T [G h, batch] = W_hh h_{t-1}^T with W_hh read from its transposed copy, so
+            // matrixmultiply packs the larger operand with contiguous copies (see gemm_strided).
+            gemm_strided(
+                g,
+                h,
+                batch,
+                whh_t,
+                (1, g),
+                h_prev,
+                (1, h),
+                T::ZERO,
+                hh,
+                (1, g),
+            );
             let (c_prev, c_next) = match cs.as_deref_mut() {
                 Some(cs) => {
                     let (a, b) = cs.split_at_mut((t + 1) * bh);
@@ -641,7 +668,7 @@ pub(crate) fn rnn_backward<T: Float>(
                     }
                 }
                 // Reverse of (3): dh_{t-1} += dgh_t W_hh: [batch, G h] x [G h, h]
-                gemm_strided(batch, g, h, dgh_t, (g, 1), whh, (h, 1), T::ONE, dh);
+                gemm_strided(batch, g, h, dgh_t, (g, 1), whh, (h, 1), T::ONE, dh, (h, 1));
             }
         }
         // Reverse of (2): dh0 = dh, dc0 = dc.
@@ -662,6 +689,7 @@ pub(crate) fn rnn_backward<T: Float>(
             (h, 1),
             T::ONE,
             layer.weight_hh.grad.as_mut_slice(),
+            (h, 1),
         );
         add_bias_backward(&mut layer.bias_hh.grad, dgh);
         // Reverse of (1): dW_ih += dgx^T x, db_ih += sum dgx, dx = dgx W_ih.
@@ -750,6 +778,7 @@ pub(crate) fn rnn_step<T: Float>(
             (1, d_in),
             T::ZERO,
             gx,
+            (g, 1),
         );
         for row in gx.chunks_exact_mut(g) {
             for (v, &bias) in row.iter_mut().zip(layer.bias_ih.value.as_slice()) {
@@ -768,6 +797,7 @@ pub(crate) fn rnn_step<T: Float>(
             (1, h),
             T::ZERO,
             hh,
+            (g, 1),
         );
         let bhh = layer.bias_hh.value.as_slice();
         for b in 0..batch {
