@@ -37,6 +37,7 @@ mod dropout;
 mod embedding;
 mod error;
 pub mod gradcheck;
+mod gru;
 pub mod init;
 mod layernorm;
 mod linear;
@@ -50,7 +51,17 @@ pub use dropout::{Dropout, DropoutCache};
 pub use embedding::Embedding;
 pub use error::NnError;
 pub use layernorm::{LayerNorm, LayerNormCache};
+
+mod lstm;
+mod param;
+mod rnn_common;
+
+pub use gru::Gru;
+pub use layernorm::LayerNorm;
 pub use linear::Linear;
+pub use lstm::Lstm;
 pub use param::{Module, Param};
 pub use positional::{PositionMask, PositionalEmbedding};
 pub use seqrec_tensor::Padding;
+
+pub use rnn_common::{RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState};
