@@ -31,12 +31,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attention;
+mod feedforward;
 pub mod gradcheck;
 pub mod init;
 mod layernorm;
 mod linear;
 mod param;
+mod pooling;
+mod transformer;
 
+pub use attention::{
+    AttentionMask, AttnConfigError, MhaCache, MhaConfig, MultiheadAttention, Phase,
+};
+pub use feedforward::{Activation, FeedForward, FeedForwardCache, FeedForwardConfig};
 pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use param::{Module, Param};
+pub use pooling::{AttentionPooling, AttentionPoolingCache, AttentionPoolingConfig};
+pub use transformer::{
+    NormPlacement, TransformerBlock, TransformerBlockCache, TransformerBlockConfig,
+    TransformerEncoder, TransformerEncoderCache,
+};
