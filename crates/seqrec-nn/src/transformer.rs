@@ -66,6 +66,11 @@ pub struct TransformerBlockConfig {
     pub eps: f64,
     /// Multiply the block output by the key-padding flags (SASRec's `seqs *= ~timeline_mask`).
     pub zero_padded_outputs: bool,
+    /// Pass the key-padding flags to the attention so padded keys get zero weight (`true`, the correct
+    /// choice and what [`TransformerBlockConfig::sasrec`] sets). `false` reproduces SASRec.pytorch
+    /// exactly: its attention has only the causal mask, so real queries also attend to the (zeroed)
+    /// padded positions, and the flags only zero the outputs.
+    pub mask_padded_keys: bool,
     /// Seed of the dropout masks of this block (each site derives its own).
     pub seed: u64,
 }
@@ -84,6 +89,7 @@ impl TransformerBlockConfig {
             norm: NormPlacement::SasRec,
             eps: 1e-8,
             zero_padded_outputs: true,
+            mask_padded_keys: true,
             seed,
         }
     }
@@ -312,10 +318,11 @@ impl<T: Float> TransformerBlock<T> {
         cache.key1 = phase.dropout_key(site_seed(c.seed, 1), p1);
         cache.key2 = phase.dropout_key(site_seed(c.seed, 3), c.dropout);
         let cc = &mut *cache;
+        let attn_keep = if c.mask_padded_keys { key_keep } else { None };
         match c.norm {
             NormPlacement::Post => {
                 // 1. a = MHA(x, x)
-                (self.self_attn).forward(&mut cc.a, &mut cc.attn, x, x, key_keep, phase);
+                (self.self_attn).forward(&mut cc.a, &mut cc.attn, x, x, attn_keep, phase);
                 // 2. s = x + drop(a)
                 add_dropped(&mut cc.s, &mut cc.a_drop, x, &cc.a, p1, cc.key1);
                 // 3. x1 = LN1(s)
@@ -338,7 +345,7 @@ impl<T: Float> TransformerBlock<T> {
                 // 1. l1 = LN1(x)
                 self.norm1.forward(&mut cc.l1, &mut cc.ln1, x);
                 // 2. a = MHA(l1, l1)
-                (self.self_attn).forward(&mut cc.a, &mut cc.attn, &cc.l1, &cc.l1, key_keep, phase);
+                (self.self_attn).forward(&mut cc.a, &mut cc.attn, &cc.l1, &cc.l1, attn_keep, phase);
                 // 3. s = x + drop(a)
                 add_dropped(&mut cc.s, &mut cc.a_drop, x, &cc.a, p1, cc.key1);
                 // 4. l2 = LN2(s)
@@ -352,7 +359,7 @@ impl<T: Float> TransformerBlock<T> {
                 // 1. l1 = LN1(x)
                 self.norm1.forward(&mut cc.l1, &mut cc.ln1, x);
                 // 2. a = MHA(l1, x)
-                (self.self_attn).forward(&mut cc.a, &mut cc.attn, &cc.l1, x, key_keep, phase);
+                (self.self_attn).forward(&mut cc.a, &mut cc.attn, &cc.l1, x, attn_keep, phase);
                 // 3. s = l1 + a   (p1 = 0: no dropout here in SASRec)
                 add(&mut cc.s, &cc.l1, &cc.a);
                 // 4. l2 = LN2(s)

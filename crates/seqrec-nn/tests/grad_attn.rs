@@ -385,6 +385,7 @@ fn block_config(
         norm,
         eps: 1e-5,
         zero_padded_outputs: zero_padded,
+        mask_padded_keys: true,
         seed: 42,
     }
 }
@@ -422,7 +423,7 @@ proptest! {
     fn block_gradients_match_finite_differences(
         b in 1usize..=2, t in 1usize..=4, heads in 1usize..=2, d_ff in 1usize..=4,
         norm in 0u8..3, causal: bool, pad in 0u8..3, drop: bool, zero_padded: bool, gelu: bool,
-        seed in 0u64..1000,
+        mask_keys: bool, seed in 0u64..1000,
     ) {
         let norm = [NormPlacement::Post, NormPlacement::Pre, NormPlacement::SasRec][norm as usize];
         let mask = if causal { AttentionMask::Causal } else { AttentionMask::Bidirectional };
@@ -432,7 +433,8 @@ proptest! {
         // is off by ~1e-6 relative (measured: the error falls as step^2, converging to the analytic value).
         let dh = if heads == 1 { 3 } else { 2 };
         let d = heads * dh;
-        let config = block_config(d, heads, d_ff, norm, mask, if drop { 0.25 } else { 0.0 }, zero_padded, act);
+        let mut config = block_config(d, heads, d_ff, norm, mask, if drop { 0.25 } else { 0.0 }, zero_padded, act);
+        config.mask_padded_keys = mask_keys;
         let mut rng = Rng::new(seed);
         let mut m = TransformerBlock::<f64>::new("layers.0", config.clone(), &mut rng).unwrap();
         perturb_norms(&mut m, &mut rng);
