@@ -36,6 +36,9 @@ pub mod clip;
 mod dropout;
 mod embedding;
 mod error;
+
+mod attention;
+mod feedforward;
 pub mod gradcheck;
 mod gru;
 pub mod init;
@@ -57,6 +60,14 @@ mod param;
 mod rnn_common;
 
 pub use gru::Gru;
+
+mod pooling;
+mod transformer;
+
+pub use attention::{
+    AttentionMask, AttnConfigError, MhaCache, MhaConfig, MultiheadAttention, Phase,
+};
+pub use feedforward::{Activation, FeedForward, FeedForwardCache, FeedForwardConfig};
 pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use lstm::Lstm;
@@ -65,3 +76,9 @@ pub use positional::{PositionMask, PositionalEmbedding};
 pub use seqrec_tensor::Padding;
 
 pub use rnn_common::{RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState};
+
+pub use pooling::{AttentionPooling, AttentionPoolingCache, AttentionPoolingConfig};
+pub use transformer::{
+    NormPlacement, TransformerBlock, TransformerBlockCache, TransformerBlockConfig,
+    TransformerEncoder, TransformerEncoderCache,
+};

@@ -1,0 +1,688 @@
+//! [`MultiheadAttention`]: PyTorch's `nn.MultiheadAttention` (batch first), causal (SASRec) or
+//! bidirectional (BERT4Rec), with a key-padding mask, attention dropout and the attention weights.
+//!
+//! Parameters use PyTorch's names and layouts: `in_proj_weight` `[3d, d]` (rows `0..d` project the query,
+//! `d..2d` the key, `2d..3d` the value), `in_proj_bias` `[3d]`, `out_proj.weight` `[d, d]`,
+//! `out_proj.bias` `[d]`. Scores are scaled by `1 / sqrt(d_head)`.
+//!
+//! Query and key/value inputs are separate (`forward(out, cache, x_q, x_kv, ..)`) because SASRec's block
+//! attends from `LayerNorm(x)` to `x`; for plain self-attention pass the same tensor twice and add the two
+//! input gradients.
+//!
+//! **Fully masked query rows** (a query that sees no key: an all-padding sequence, or a left-padded
+//! position under a causal mask) output exactly zero, not `out_proj.bias` and never NaN (PyTorch gives
+//! NaN there); they receive and pass back no gradient.
+
+use seqrec_tensor::{
+    DropoutKey, Float, Mask, Tensor, Transpose, add_bias, add_bias_backward, dropout_backward,
+    dropout_forward, gemm, gemm_batched, softmax_backward, softmax_inplace, splitmix64, transpose,
+};
+use thiserror::Error;
+
+use crate::init::{Rng, xavier_uniform_bound};
+use crate::linear::Linear;
+use crate::param::{Module, Param, join};
+
+/// Invalid layer configurations of the attention layers ([`MhaConfig`],
+/// [`crate::FeedForwardConfig`], [`crate::TransformerBlockConfig`], [`crate::AttentionPoolingConfig`]).
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum AttnConfigError {
+    /// Occurs when a size (width, number of heads, feed-forward width, ...) is zero.
+    #[error("{field} must be positive, got 0")]
+    ZeroSize {
+        /// The configuration field.
+        field: &'static str,
+    },
+    /// Occurs when the number of heads does not divide the model width.
+    #[error("num_heads = {num_heads} must divide d_model = {d_model} (d_model % num_heads = {})", d_model % num_heads)]
+    HeadsDoNotDivide {
+        /// Model width.
+        d_model: usize,
+        /// Number of heads.
+        num_heads: usize,
+    },
+    /// Occurs when a dropout probability is outside `[0, 1)` or not finite.
+    #[error("{field} must be in [0, 1), got {value}")]
+    Dropout {
+        /// The configuration field.
+        field: &'static str,
+        /// The rejected value.
+        value: f64,
+    },
+    /// Occurs when a layer-norm epsilon is not positive and finite.
+    #[error("{field} must be positive and finite, got {value}")]
+    Eps {
+        /// The configuration field.
+        field: &'static str,
+        /// The rejected value.
+        value: f64,
+    },
+}
+
+pub(crate) fn check_dropout(field: &'static str, value: f64) -> Result<(), AttnConfigError> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(AttnConfigError::Dropout { field, value })
+    }
+}
+
+pub(crate) fn check_positive(field: &'static str, value: usize) -> Result<(), AttnConfigError> {
+    if value == 0 {
+        Err(AttnConfigError::ZeroSize { field })
+    } else {
+        Ok(())
+    }
+}
+
+/// Training or evaluation: dropout is active only in training, keyed by the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Training step `step`: every dropout site draws the mask of `(site seed, step)`.
+    Train {
+        /// Training step (changes the dropout masks every call).
+        step: u64,
+    },
+    /// Evaluation: dropout is the identity.
+    Eval,
+}
+
+impl Phase {
+    /// The dropout key of the site with seed `seed`, or `None` when no dropout applies (evaluation, or
+    /// `p == 0`, which is then an exact identity: the buffers are not even copied).
+    pub fn dropout_key(self, seed: u64, p: f64) -> Option<DropoutKey> {
+        match self {
+            Phase::Train { step } if p > 0.0 => Some(DropoutKey { seed, step }),
+            _ => None,
+        }
+    }
+}
+
+/// A per-site seed derived from a layer seed and a site number.
+pub(crate) fn site_seed(seed: u64, site: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(site.wrapping_add(0x5EED)))
+}
+
+/// Which keys a query may attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionMask {
+    /// Position `i` sees keys `j <= i` (SASRec, left-to-right).
+    Causal,
+    /// Every position sees every (non-padded) key (BERT4Rec).
+    Bidirectional,
+}
+
+/// Configuration of [`MultiheadAttention`], validated once by [`MhaConfig::validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MhaConfig {
+    /// Model width `d` (input and output).
+    pub d_model: usize,
+    /// Number of heads; must divide `d_model`.
+    pub num_heads: usize,
+    /// Causal or bidirectional.
+    pub mask: AttentionMask,
+    /// Dropout on the attention weights (PyTorch's `dropout` argument of `nn.MultiheadAttention`).
+    pub dropout: f64,
+    /// Seed of the attention-dropout masks.
+    pub seed: u64,
+}
+
+impl MhaConfig {
+    /// Checks sizes (positive, heads dividing the width) and the dropout probability.
+    ///
+    /// # Errors
+    /// [`AttnConfigError`] naming the offending field and values.
+    pub fn validate(&self) -> Result<(), AttnConfigError> {
+        check_positive("d_model", self.d_model)?;
+        check_positive("num_heads", self.num_heads)?;
+        if !self.d_model.is_multiple_of(self.num_heads) {
+            return Err(AttnConfigError::HeadsDoNotDivide {
+                d_model: self.d_model,
+                num_heads: self.num_heads,
+            });
+        }
+        check_dropout("dropout", self.dropout)
+    }
+
+    /// Width of one head.
+    pub fn d_head(&self) -> usize {
+        self.d_model / self.num_heads
+    }
+}
+
+/// Multi-head attention with PyTorch's parameter names (see the module docs).
+#[derive(Clone, Debug)]
+pub struct MultiheadAttention<T> {
+    /// Packed q, k, v projection weights, `[3d, d]`.
+    pub in_proj_weight: Param<T>,
+    /// Packed q, k, v projection biases, `[3d]`.
+    pub in_proj_bias: Param<T>,
+    /// Output projection (`out_proj.weight` `[d, d]`, `out_proj.bias` `[d]`).
+    pub out_proj: Linear<T>,
+    config: MhaConfig,
+}
+
+/// What [`MultiheadAttention::forward`] saves for [`MultiheadAttention::backward`], plus the backward's
+/// scratch buffers. Allocated once for `[batch, seq]` and reused; a smaller batch resizes without
+/// reallocating.
+#[derive(Clone, Debug)]
+pub struct MhaCache<T> {
+    batch: usize,
+    seq: usize,
+    /// Copies of the q, k, v weight blocks `[d, d]` and biases `[d]` (contiguous operands for GEMM).
+    w: [Tensor<T>; 3],
+    b: [Tensor<T>; 3],
+    /// Projected q, k, v split into heads, `[batch, heads, seq, d_head]`.
+    heads: [Tensor<T>; 3],
+    /// Softmax of the scores before dropout: the attention weights, `[batch, heads, seq, seq]`.
+    probs: Tensor<T>,
+    /// Attention weights after dropout (empty unless attention dropout was active).
+    probs_drop: Tensor<T>,
+    /// Context per head, `[batch, heads, seq, d_head]`.
+    ctx_heads: Tensor<T>,
+    /// Context with heads merged, `[batch, seq, d]` (the `out_proj` input; unused with one head).
+    ctx: Tensor<T>,
+    /// Per query row `[batch * seq]`: whether it sees at least one key.
+    live: Vec<bool>,
+    any_dead: bool,
+    /// The attention-dropout key of the forward, if dropout was active.
+    key: Option<DropoutKey>,
+    // Backward scratch.
+    tmp: Tensor<T>,
+    dy_live: Tensor<T>,
+    dscores: [Tensor<T>; 2],
+    dheads: [Tensor<T>; 3],
+    dw: Tensor<T>,
+    db: Tensor<T>,
+}
+
+impl<T: Float> MhaCache<T> {
+    /// A cache for inputs `[batch, seq, d_model]` of the layer configured by `config`.
+    pub fn new(config: &MhaConfig, batch: usize, seq: usize) -> Self {
+        let (d, h, dh) = (config.d_model, config.num_heads, config.d_head());
+        let z = |s: &[usize]| Tensor::zeros(s);
+        let heads = [batch, h, seq, dh];
+        let scores = [batch, h, seq, seq];
+        Self {
+            batch,
+            seq,
+            w: [z(&[d, d]), z(&[d, d]), z(&[d, d])],
+            b: [z(&[d]), z(&[d]), z(&[d])],
+            heads: [z(&heads), z(&heads), z(&heads)],
+            probs: z(&scores),
+            probs_drop: z(&[0]),
+            ctx_heads: z(&heads),
+            ctx: z(&[batch, seq, d]),
+            live: vec![true; batch * seq],
+            any_dead: false,
+            key: None,
+            tmp: z(&[batch, seq, d]),
+            dy_live: z(&[batch, seq, d]),
+            dscores: [z(&scores), z(&scores)],
+            dheads: [z(&heads), z(&heads), z(&heads)],
+            dw: z(&[d, d]),
+            db: z(&[d]),
+        }
+    }
+
+    /// Reshapes every buffer for `[batch, seq]` (no reallocation when it shrinks).
+    fn ensure(&mut self, batch: usize, seq: usize, h: usize, dh: usize) {
+        if (batch, seq) == (self.batch, self.seq) {
+            return;
+        }
+        let d = h * dh;
+        let (heads, scores, flat) = ([batch, h, seq, dh], [batch, h, seq, seq], [batch, seq, d]);
+        for t in self.heads.iter_mut().chain(self.dheads.iter_mut()) {
+            t.resize(&heads);
+        }
+        self.ctx_heads.resize(&heads);
+        self.probs.resize(&scores);
+        for t in self.dscores.iter_mut() {
+            t.resize(&scores);
+        }
+        for t in [&mut self.ctx, &mut self.tmp, &mut self.dy_live] {
+            t.resize(&flat);
+        }
+        self.live.resize(batch * seq, true);
+        (self.batch, self.seq) = (batch, seq);
+    }
+
+    /// The attention weights of the last forward (before attention dropout), `[batch, heads, seq, seq]`:
+    /// row `i` of head `h` is the distribution of query `i` over the keys (all zero for a fully masked
+    /// query).
+    pub fn weights(&self) -> &Tensor<T> {
+        &self.probs
+    }
+
+    /// Whether query row `b * seq + t` of the last forward saw at least one key (its output is zero if
+    /// not).
+    pub fn live_rows(&self) -> &[bool] {
+        &self.live
+    }
+}
+
+impl<T: Float> MultiheadAttention<T> {
+    /// A layer named `prefix` with PyTorch's initialisation: `in_proj_weight` Xavier-uniform, biases
+    /// zero, `out_proj.weight` uniform in `±1/sqrt(d)`.
+    ///
+    /// # Errors
+    /// [`AttnConfigError`] if the configuration is invalid (see [`MhaConfig::validate`]).
+    pub fn new(prefix: &str, config: MhaConfig, rng: &mut Rng) -> Result<Self, AttnConfigError> {
+        config.validate()?;
+        let d = config.d_model;
+        let in_proj_weight = Param::new(
+            join(prefix, "in_proj_weight"),
+            rng.uniform_tensor(&[3 * d, d], xavier_uniform_bound(d, 3 * d, 1.0)),
+        );
+        let in_proj_bias = Param::new(join(prefix, "in_proj_bias"), Tensor::zeros(&[3 * d]));
+        let mut out_proj = Linear::new(&join(prefix, "out_proj"), d, d, true, rng);
+        if let Some(b) = &mut out_proj.bias {
+            b.value.fill(T::ZERO);
+        }
+        Ok(Self {
+            in_proj_weight,
+            in_proj_bias,
+            out_proj,
+            config,
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &MhaConfig {
+        &self.config
+    }
+
+    /// Forward: `out = MHA(query = x_q, key = value = x_kv)`.
+    ///
+    /// - `x_q`, `x_kv`, `out`: `[batch, seq, d]` (pass the same tensor twice for self-attention);
+    /// - `key_keep`: `[batch * seq]` flags, `true` for real positions (`None`: every key is real);
+    /// - `cache`: built with [`MhaCache::new`]; holds the weights afterwards ([`MhaCache::weights`]).
+    ///
+    /// # Panics
+    /// If shapes disagree with each other or with the configuration (programming errors).
+    pub fn forward(
+        &self,
+        out: &mut Tensor<T>,
+        cache: &mut MhaCache<T>,
+        x_q: &Tensor<T>,
+        x_kv: &Tensor<T>,
+        key_keep: Option<&[bool]>,
+        phase: Phase,
+    ) {
+        let (d, h, dh) = (
+            self.config.d_model,
+            self.config.num_heads,
+            self.config.d_head(),
+        );
+        let (batch, seq) = self.check_shapes(out, x_q, x_kv, key_keep);
+        cache.ensure(batch, seq, h, dh);
+        let causal = self.config.mask == AttentionMask::Causal;
+        // 1. Split the packed weights into contiguous q, k, v blocks (3 d^2 copies, no allocation).
+        let (w, b) = (
+            self.in_proj_weight.value.as_slice(),
+            self.in_proj_bias.value.as_slice(),
+        );
+        for i in 0..3 {
+            cache.w[i]
+                .as_mut_slice()
+                .copy_from_slice(&w[i * d * d..(i + 1) * d * d]);
+            cache.b[i]
+                .as_mut_slice()
+                .copy_from_slice(&b[i * d..(i + 1) * d]);
+        }
+        // 2. q = x_q Wq^T + bq,  k = x_kv Wk^T + bk,  v = x_kv Wv^T + bv, each split into heads.
+        for (i, x) in [x_q, x_kv, x_kv].into_iter().enumerate() {
+            project_heads(
+                &mut cache.heads[i],
+                &mut cache.tmp,
+                x,
+                &cache.w[i],
+                &cache.b[i],
+                h,
+            );
+        }
+        // 3. scores = q k^T / sqrt(d_head)   [batch, heads, seq, seq]
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        let [q, k, v] = &cache.heads;
+        gemm_batched(
+            &mut cache.probs,
+            scale,
+            q,
+            Transpose::No,
+            k,
+            Transpose::Yes,
+            T::ZERO,
+        );
+        // 4. probs = softmax(scores) over visible keys (fully masked rows become 0)
+        let mask = match (causal, key_keep) {
+            (true, None) => Mask::Causal,
+            (true, Some(keep)) => Mask::CausalKeyPadding(keep),
+            (false, None) => Mask::None,
+            (false, Some(keep)) => Mask::KeyPadding(keep),
+        };
+        softmax_inplace(&mut cache.probs, mask);
+        mark_live_rows(&mut cache.live, key_keep, batch, seq, causal);
+        cache.any_dead = cache.live.iter().any(|&l| !l);
+        // 5. probs_d = dropout(probs)
+        cache.key = phase.dropout_key(self.config.seed, self.config.dropout);
+        let probs_used = if let Some(key) = cache.key {
+            cache.probs_drop.resize(cache.probs.shape());
+            dropout_forward(
+                &mut cache.probs_drop,
+                &cache.probs,
+                self.config.dropout,
+                key,
+            );
+            &cache.probs_drop
+        } else {
+            &cache.probs
+        };
+        // 6. ctx_heads = probs_d v   [batch, heads, seq, d_head]
+        gemm_batched(
+            &mut cache.ctx_heads,
+            T::ONE,
+            probs_used,
+            Transpose::No,
+            v,
+            Transpose::No,
+            T::ZERO,
+        );
+        // 7. ctx = merge_heads(ctx_heads)   [batch, seq, d]  (one head: ctx_heads already is that)
+        if h > 1 {
+            merge_heads(&mut cache.ctx, &cache.ctx_heads, h);
+        }
+        // 8. out = ctx Wo^T + bo
+        let ctx = if h > 1 { &cache.ctx } else { &cache.ctx_heads };
+        self.out_proj.forward(out, ctx);
+        // 9. out[dead rows] = 0
+        if cache.any_dead {
+            zero_rows(out, &cache.live);
+        }
+    }
+
+    /// Backward of [`MultiheadAttention::forward`]: parameter gradients `+=`, `dx_q =`, `dx_kv =`.
+    ///
+    /// - `dout`: `[batch, seq, d]`; `x_q`, `x_kv`, `cache`: as given to / filled by the forward;
+    /// - `dx_q`, `dx_kv`: `[batch, seq, d]` (for self-attention the input gradient is their sum).
+    ///
+    /// # Panics
+    /// If shapes disagree with the forward's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        dx_q: &mut Tensor<T>,
+        dx_kv: &mut Tensor<T>,
+        dout: &Tensor<T>,
+        x_q: &Tensor<T>,
+        x_kv: &Tensor<T>,
+        cache: &mut MhaCache<T>,
+    ) {
+        let (d, h, dh) = (
+            self.config.d_model,
+            self.config.num_heads,
+            self.config.d_head(),
+        );
+        let (batch, seq) = self.check_shapes(dout, x_q, x_kv, None);
+        assert!(
+            (batch, seq) == (cache.batch, cache.seq) && dx_q.shape() == dout.shape(),
+            "MultiheadAttention::backward: dout {:?} / dx_q {:?} do not match the forward's [batch {}, seq {}]",
+            dout.shape(),
+            dx_q.shape(),
+            cache.batch,
+            cache.seq
+        );
+        assert_eq!(dx_kv.shape(), dout.shape(), "dx_kv shape");
+        // 9. out[dead rows] = 0  =>  dead rows pass no gradient
+        let dy = if cache.any_dead {
+            cache.dy_live.copy_from(dout);
+            zero_rows(&mut cache.dy_live, &cache.live);
+            &cache.dy_live
+        } else {
+            dout
+        };
+        // 8. out = ctx Wo^T + bo  =>  dWo += dy^T ctx, dbo += sum dy, dctx = dy Wo
+        //    (one head: dctx is written straight into dheads[v slot] reused below as dctx_heads scratch)
+        let [dq, dk, dv] = &mut cache.dheads;
+        if h > 1 {
+            self.out_proj.backward(Some(&mut cache.tmp), dy, &cache.ctx);
+            // 7. ctx = merge_heads(ctx_heads)  =>  dctx_heads = split_heads(dctx)
+            split_heads(dq, &mut cache.tmp, h);
+        } else {
+            self.out_proj.backward(Some(dq), dy, &cache.ctx_heads);
+        }
+        // dq temporarily holds dctx_heads [batch, heads, seq, d_head].
+        let dctx_heads = &*dq;
+        let [q, k, v] = &cache.heads;
+        let probs_used = if cache.key.is_some() {
+            &cache.probs_drop
+        } else {
+            &cache.probs
+        };
+        // 6. ctx_heads = probs_d v  =>  dprobs_d = dctx_heads v^T,  dv = probs_d^T dctx_heads
+        let [ds0, ds1] = &mut cache.dscores;
+        gemm_batched(
+            ds0,
+            T::ONE,
+            dctx_heads,
+            Transpose::No,
+            v,
+            Transpose::Yes,
+            T::ZERO,
+        );
+        gemm_batched(
+            dv,
+            T::ONE,
+            probs_used,
+            Transpose::Yes,
+            dctx_heads,
+            Transpose::No,
+            T::ZERO,
+        );
+        // 5. probs_d = dropout(probs)  =>  dprobs = dropout_backward(dprobs_d)   (ds1, else ds0)
+        // 4. probs = softmax(scores)  =>  dscores = probs * (dprobs - sum(dprobs * probs))
+        let dscores: &Tensor<T> = if let Some(key) = cache.key {
+            dropout_backward(ds1, ds0, self.config.dropout, key);
+            softmax_backward(ds0, ds1, &cache.probs);
+            ds0
+        } else {
+            softmax_backward(ds1, ds0, &cache.probs);
+            ds1
+        };
+        // 3. scores = scale q k^T  =>  dq = scale dscores k,  dk = scale dscores^T q
+        let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+        gemm_batched(dq, scale, dscores, Transpose::No, k, Transpose::No, T::ZERO);
+        gemm_batched(
+            dk,
+            scale,
+            dscores,
+            Transpose::Yes,
+            q,
+            Transpose::No,
+            T::ZERO,
+        );
+        // 2. q|k|v = x W^T + b per block  =>  dW_block += dz^T x, db_block += sum dz, dx (+)= dz W_block
+        let gw = self.in_proj_weight.grad.as_mut_slice();
+        let gb = self.in_proj_bias.grad.as_mut_slice();
+        for i in 0..3 {
+            let x = if i == 0 { x_q } else { x_kv };
+            // dz [batch, seq, d] with heads merged (one head: the head tensor is already that layout).
+            let dz: &Tensor<T> = if h > 1 {
+                merge_heads(&mut cache.tmp, &cache.dheads[i], h);
+                &cache.tmp
+            } else {
+                &cache.dheads[i]
+            };
+            gemm(
+                &mut cache.dw,
+                T::ONE,
+                dz,
+                Transpose::Yes,
+                x,
+                Transpose::No,
+                T::ZERO,
+            );
+            for (g, &v) in gw[i * d * d..(i + 1) * d * d]
+                .iter_mut()
+                .zip(cache.dw.as_slice())
+            {
+                *g += v;
+            }
+            cache.db.fill(T::ZERO);
+            add_bias_backward(&mut cache.db, dz);
+            for (g, &v) in gb[i * d..(i + 1) * d].iter_mut().zip(cache.db.as_slice()) {
+                *g += v;
+            }
+            let (dx, beta) = match i {
+                0 => (&mut *dx_q, T::ZERO),
+                1 => (&mut *dx_kv, T::ZERO),
+                _ => (&mut *dx_kv, T::ONE),
+            };
+            gemm(
+                dx,
+                T::ONE,
+                dz,
+                Transpose::No,
+                &cache.w[i],
+                Transpose::No,
+                beta,
+            );
+        }
+    }
+
+    /// The attention weights of the last forward averaged over heads (PyTorch's
+    /// `average_attn_weights=True`), for explanations: `out`: `[batch, seq, seq]`.
+    ///
+    /// # Panics
+    /// If `out` is not `[batch, seq, seq]` of the cached forward.
+    pub fn mean_weights(&self, out: &mut Tensor<T>, cache: &MhaCache<T>) {
+        let (b, t, h) = (cache.batch, cache.seq, self.config.num_heads);
+        assert_eq!(out.shape(), [b, t, t], "mean_weights: out shape");
+        let p = cache.probs.as_slice();
+        let inv = T::from_f64(1.0 / h as f64);
+        let o = out.as_mut_slice();
+        for bi in 0..b {
+            let ob = &mut o[bi * t * t..(bi + 1) * t * t];
+            ob.fill(T::ZERO);
+            for hi in 0..h {
+                let pb = &p[(bi * h + hi) * t * t..(bi * h + hi + 1) * t * t];
+                for (a, &v) in ob.iter_mut().zip(pb) {
+                    *a += v;
+                }
+            }
+            ob.iter_mut().for_each(|a| *a *= inv);
+        }
+    }
+
+    fn check_shapes(
+        &self,
+        out: &Tensor<T>,
+        x_q: &Tensor<T>,
+        x_kv: &Tensor<T>,
+        key_keep: Option<&[bool]>,
+    ) -> (usize, usize) {
+        let d = self.config.d_model;
+        let s = x_q.shape();
+        assert!(
+            s.len() == 3 && s[2] == d && x_kv.shape() == s && out.shape() == s,
+            "MultiheadAttention: x_q {:?}, x_kv {:?} and out {:?} must all be [batch, seq, {d}]",
+            s,
+            x_kv.shape(),
+            out.shape()
+        );
+        if let Some(keep) = key_keep {
+            assert_eq!(
+                keep.len(),
+                s[0] * s[1],
+                "MultiheadAttention: key_keep must have batch * seq = {} flags",
+                s[0] * s[1]
+            );
+        }
+        (s[0], s[1])
+    }
+}
+
+/// `heads = split_heads(x W^T + b)`; `tmp`: `[batch, seq, d]` scratch (unused with one head, where the
+/// head layout `[batch, 1, seq, d]` is the same memory as `[batch, seq, d]`).
+fn project_heads<T: Float>(
+    heads: &mut Tensor<T>,
+    tmp: &mut Tensor<T>,
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    b: &Tensor<T>,
+    h: usize,
+) {
+    let dst = if h > 1 { &mut *tmp } else { &mut *heads };
+    gemm(dst, T::ONE, x, Transpose::No, w, Transpose::Yes, T::ZERO);
+    add_bias(dst, b);
+    if h > 1 {
+        split_heads(heads, tmp, h);
+    }
+}
+
+/// `heads [b, h, t, dh] = x [b, t, d]` viewed as `[b, t, h, dh]` with axes 1 and 2 swapped.
+/// `x` is reshaped temporarily and restored.
+fn split_heads<T: Float>(heads: &mut Tensor<T>, x: &mut Tensor<T>, h: usize) {
+    let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+    x.reshape(&[b, t, h, d / h]);
+    transpose(heads, x, 1, 2);
+    x.reshape(&[b, t, d]);
+}
+
+/// `out [b, t, d] = heads [b, h, t, dh]` with axes 1 and 2 swapped, merged.
+fn merge_heads<T: Float>(out: &mut Tensor<T>, heads: &Tensor<T>, h: usize) {
+    let (b, t, d) = (out.shape()[0], out.shape()[1], out.shape()[2]);
+    out.reshape(&[b, t, h, d / h]);
+    transpose(out, heads, 1, 2);
+    out.reshape(&[b, t, d]);
+}
+
+/// `live[b * seq + t]`: query `t` of sequence `b` sees at least one key.
+fn mark_live_rows(
+    live: &mut [bool],
+    key_keep: Option<&[bool]>,
+    batch: usize,
+    seq: usize,
+    causal: bool,
+) {
+    let Some(keep) = key_keep else {
+        live.fill(true);
+        return;
+    };
+    for b in 0..batch {
+        let kb = &keep[b * seq..(b + 1) * seq];
+        let lb = &mut live[b * seq..(b + 1) * seq];
+        if causal {
+            // Visible keys of query t: real j <= t; live from the first real key on.
+            let first = kb.iter().position(|&k| k).unwrap_or(seq);
+            for (t, l) in lb.iter_mut().enumerate() {
+                *l = t >= first;
+            }
+        } else {
+            lb.fill(kb.iter().any(|&k| k));
+        }
+    }
+}
+
+/// Zeroes the rows `r` of `x` (viewed as `[rows, cols]`) where `live[r]` is false.
+pub(crate) fn zero_rows<T: Float>(x: &mut Tensor<T>, live: &[bool]) {
+    let c = x.cols();
+    for (row, &l) in x.as_mut_slice().chunks_exact_mut(c).zip(live) {
+        if !l {
+            row.fill(T::ZERO);
+        }
+    }
+}
+
+impl<T: Float> Module<T> for MultiheadAttention<T> {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
+        f(&self.in_proj_weight);
+        f(&self.in_proj_bias);
+        self.out_proj.visit_params(f);
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
+        f(&mut self.in_proj_weight);
+        f(&mut self.in_proj_bias);
+        self.out_proj.visit_params_mut(f);
+    }
+}
