@@ -75,6 +75,10 @@ pub trait Float:
     fn is_finite(self) -> bool;
     /// 1 / self.
     fn recip(self) -> Self;
+    /// e^self as used by the softmax kernels: for `f32` a vectorisable polynomial within 2 ulp of
+    /// [`Float::exp`] (0 below -87.3, see `simd::exp_approx_f32`), for `f64` exactly [`Float::exp`]
+    /// (gradient checks keep full precision).
+    fn exp_fast(self) -> Self;
 
     /// `C = alpha * A B + beta * C` on raw strided matrices: `A` is `[m, k]` with row stride `rsa` and
     /// column stride `csa`, `B` is `[k, n]`, `C` is `[m, n]`; dispatches to `matrixmultiply::{s,d}gemm`.
@@ -103,7 +107,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $gemm:ident, $erf:ident) => {
+    ($t:ident, $gemm:ident, $erf:ident, $exp_fast:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -164,6 +168,10 @@ macro_rules! impl_float {
             fn recip(self) -> Self {
                 $t::recip(self)
             }
+            #[inline(always)]
+            fn exp_fast(self) -> Self {
+                $exp_fast(self)
+            }
             unsafe fn gemm_raw(
                 m: usize,
                 k: usize,
@@ -193,5 +201,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, sgemm, erff);
-impl_float!(f64, dgemm, erf);
+impl_float!(f32, sgemm, erff, crate::simd::exp_approx_f32);
+impl_float!(f64, dgemm, erf, f64::exp);

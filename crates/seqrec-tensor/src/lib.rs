@@ -51,6 +51,7 @@ mod par;
 mod reduce;
 pub mod reference;
 mod shape_ops;
+mod simd;
 mod softmax;
 mod tensor;
 mod tolerance;
@@ -73,6 +74,7 @@ pub use gemm::{Transpose, gemm, gemm_batched};
 pub use layernorm::{layernorm_backward, layernorm_forward};
 pub use reduce::{Exclude, NO_ID, max, max_last, mean, mean_last, sq_norm, sum, sum_last, topk};
 pub use shape_ops::{concat, slice, slice_add, slice_assign, transpose};
+pub use simd::exp_approx_f32;
 pub use softmax::{
     Mask, log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward,
     softmax_inplace,
