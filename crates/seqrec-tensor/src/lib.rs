@@ -50,6 +50,7 @@ mod layernorm;
 mod par;
 mod reduce;
 pub mod reference;
+mod sgemm_avx512;
 mod shape_ops;
 mod simd;
 mod softmax;
