@@ -70,6 +70,34 @@ macro_rules! multiversion {
     };
 }
 
+/// Sum of the accumulators as a tree (vector shuffles), not a serial chain of 16 dependent adds: this
+/// matters for short rows such as layer norm over 50 features.
+#[inline(always)]
+fn hsum<T: Float>(mut a: [T; LANES]) -> T {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            let v = a[i + w];
+            a[i] += v;
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+/// Maximum of the accumulators as a tree.
+#[inline(always)]
+fn hmax<T: Float>(mut a: [T; LANES]) -> T {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            a[i] = if a[i + w] > a[i] { a[i + w] } else { a[i] };
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
 /// Maximum of a slice ignoring NaN, with [`LANES`] accumulators.
 #[inline(always)]
 fn lane_max<T: Float>(xs: &[T]) -> T {
@@ -81,8 +109,8 @@ fn lane_max<T: Float>(xs: &[T]) -> T {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
         }
     }
-    let mut m = T::NEG_INFINITY;
-    for &v in acc.iter().chain(rem) {
+    let mut m = hmax(acc);
+    for &v in rem {
         m = if v > m { v } else { m };
     }
     m
@@ -99,8 +127,8 @@ fn lane_sum<T: Float>(xs: &[T]) -> T {
             acc[i] += c[i];
         }
     }
-    let mut s = T::ZERO;
-    for &v in acc.iter().chain(rem) {
+    let mut s = hsum(acc);
+    for &v in rem {
         s += v;
     }
     s
@@ -123,14 +151,11 @@ fn exp_shift_sum_generic<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) {
             acc[i] += e;
         }
     }
-    let mut s = T::ZERO;
+    let mut s = hsum(acc);
     for (o, &x) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
         let e = (x - mx).exp_fast();
         *o = e;
         s += e;
-    }
-    for v in acc {
-        s += v;
     }
     (mx, s)
 }
@@ -192,12 +217,9 @@ fn ln_fwd_generic<T: Float>(
                 acc[i] += d * d;
             }
         }
-        let mut var = T::ZERO;
+        let mut var = hsum(acc);
         for &v in rem {
             var += (v - mu) * (v - mu);
-        }
-        for v in acc {
-            var += v;
         }
         let r = T::ONE / (var * inv_c + eps).sqrt();
         for (((o, &v), &gg), &bb) in or.iter_mut().zip(xr).zip(g).zip(b) {
@@ -248,8 +270,7 @@ fn ln_bwd_generic<T: Float>(
         // Pass 1: norm into dx (scratch), mean of g = dout * gamma and of g * norm.
         let mut acc_g = [T::ZERO; LANES];
         let mut acc_gn = [T::ZERO; LANES];
-        let mut sum_g = T::ZERO;
-        let mut sum_gn = T::ZERO;
+
         let n_full = c / LANES * LANES;
         for base in (0..n_full).step_by(LANES) {
             for i in 0..LANES {
@@ -261,16 +282,14 @@ fn ln_bwd_generic<T: Float>(
                 acc_gn[i] += gd * n;
             }
         }
+        let mut sum_g = hsum(acc_g);
+        let mut sum_gn = hsum(acc_gn);
         for j in n_full..c {
             let n = (xr[j] - mu) * rs;
             let gd = dor[j] * g[j];
             dxr[j] = n;
             sum_g += gd;
             sum_gn += gd * n;
-        }
-        for i in 0..LANES {
-            sum_g += acc_g[i];
-            sum_gn += acc_gn[i];
         }
         let mean_g = sum_g * inv_c;
         let mean_gn = sum_gn * inv_c;
