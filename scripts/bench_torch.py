@@ -20,7 +20,8 @@ GEMMS = [
 ]
 
 
-def median_seconds(fn, repeats, min_time=0.2):
+def timings(fn, repeats, min_time=0.2):
+    """(median, min) seconds per call."""
     fn()  # warm-up (allocations, thread pool)
     # Repeat cheap ops so one sample lasts at least ~min_time / repeats.
     t0 = time.perf_counter()
@@ -33,7 +34,7 @@ def median_seconds(fn, repeats, min_time=0.2):
         for _ in range(inner):
             fn()
         samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
 
 
 def main():
@@ -50,17 +51,18 @@ def main():
             a = torch.rand(m, k) * 2 - 1
             b = (torch.rand(n, k) * 2 - 1).t() if tb else torch.rand(k, n) * 2 - 1
             c = torch.empty(m, n)
-            s = median_seconds(lambda: torch.mm(a, b, out=c), args.repeats)
-            print(f"gemm/{name}/{threads}t: median {s * 1e3:.3f} ms, {2 * m * n * k / s / 1e9:.1f} GFLOP/s")
+            s, lo = timings(lambda: torch.mm(a, b, out=c), args.repeats)
+            print(f"gemm/{name}/{threads}t: median {s * 1e3:.3f} ms, {2 * m * n * k / s / 1e9:.1f} GFLOP/s "
+                  f"(min {lo * 1e3:.3f} ms, {2 * m * n * k / lo / 1e9:.1f} GFLOP/s)")
         x = torch.rand(25_600, 3_416) * 2 - 1
         y = torch.empty_like(x)
-        s = median_seconds(lambda: torch.softmax(x, dim=-1, out=y), args.repeats)
-        print(f"rows/softmax_25600x3416/{threads}t: median {s * 1e3:.3f} ms")
+        s, lo = timings(lambda: torch.softmax(x, dim=-1, out=y), args.repeats)
+        print(f"rows/softmax_25600x3416/{threads}t: median {s * 1e3:.3f} ms (min {lo * 1e3:.3f} ms)")
         del x, y
         x = (torch.rand(25_600, 50) * 2 - 1).requires_grad_(False)
         gamma, beta = torch.rand(50), torch.rand(50)
-        s = median_seconds(lambda: torch.nn.functional.layer_norm(x, (50,), gamma, beta, 1e-5), args.repeats)
-        print(f"rows/layernorm_fwd_25600x50/{threads}t: median {s * 1e3:.3f} ms")
+        s, lo = timings(lambda: torch.nn.functional.layer_norm(x, (50,), gamma, beta, 1e-5), args.repeats)
+        print(f"rows/layernorm_fwd_25600x50/{threads}t: median {s * 1e3:.3f} ms (min {lo * 1e3:.3f} ms)")
         xg = x.clone().requires_grad_(True)
         gg, bg = gamma.clone().requires_grad_(True), beta.clone().requires_grad_(True)
         yg = torch.nn.functional.layer_norm(xg, (50,), gg, bg, 1e-5)
@@ -69,8 +71,8 @@ def main():
         def ln_bwd():
             torch.autograd.grad(yg, (xg, gg, bg), dout, retain_graph=True)
 
-        s = median_seconds(ln_bwd, args.repeats)
-        print(f"rows/layernorm_bwd_25600x50/{threads}t: median {s * 1e3:.3f} ms (autograd call)")
+        s, lo = timings(ln_bwd, args.repeats)
+        print(f"rows/layernorm_bwd_25600x50/{threads}t: median {s * 1e3:.3f} ms (min {lo * 1e3:.3f} ms, autograd call)")
 
 
 if __name__ == "__main__":
