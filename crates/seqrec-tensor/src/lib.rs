@@ -8,8 +8,8 @@
 //! Conventions:
 //! - **Outputs first, written in place.** Every op writes into caller-owned tensors (`out`, `dx`,
 //!   `dgamma`, ...) so layers allocate buffers once and a training step allocates nothing in its inner
-//!   loops. The one exception: parallel column reductions (bias and layer-norm parameter gradients) build
-//!   one small partial vector per chunk.
+//!   loops. Exceptions, all small: parallel column reductions (bias and layer-norm parameter gradients)
+//!   build one partial vector per chunk, and the `f32` GEMM grows a per-thread packing buffer once.
 //! - **Gradient accumulation rule.** Parameter gradients accumulate (`dgamma +=`, `dtable +=`, GEMM with
 //!   `beta = 1`); activation gradients are written (`dx =`).
 //! - **Matrix view.** A tensor `[d0, .., dn]` is a matrix of `d0 * .. * d(n-1)` rows by `dn` columns for
@@ -18,6 +18,10 @@
 //!   building a tensor from user data returns [`TensorError`].
 //! - **The naive kernel is the oracle.** [`reference`] holds a plain serial version of every op with the
 //!   same signature; tests compare each fast path against it with a [`Tolerance`].
+//! - **Speed.** `f32` GEMM runs an AVX-512 micro-kernel when the CPU has AVX-512F (else, and for `f64`,
+//!   `matrixmultiply`); softmax and layer norm rows are compiled for AVX-512 / AVX2 / baseline and
+//!   picked at run time (no `target-cpu=native`), with a polynomial `f32` exp
+//!   ([`exp_approx_f32`], within 2 ulp). The [`reference`] oracle uses none of this.
 //! - Large inputs are split over rayon in chunks fixed by the shape (never by the thread count), so
 //!   results are identical on any number of threads; small inputs run serially.
 //!
