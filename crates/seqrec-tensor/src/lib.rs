@@ -16,12 +16,12 @@
 //!   GEMM, bias, softmax, layer norm and the row reductions, so `[batch, seq, d]` needs no reshape.
 //! - **Shape mismatches panic** with a message naming the op and the shapes (programming errors);
 //!   building a tensor from user data returns [`TensorError`].
-//! - **The naive kernel is the oracle.** [`reference`] holds a plain serial version of every op with the
+//! - **The naive kernel is the oracle.** [`reference`](mod@reference) holds a plain serial version of every op with the
 //!   same signature; tests compare each fast path against it with a [`Tolerance`].
 //! - **Speed.** `f32` GEMM runs an AVX-512 micro-kernel when the CPU has AVX-512F (else, and for `f64`,
 //!   `matrixmultiply`); softmax and layer norm rows are compiled for AVX-512 / AVX2 / baseline and
 //!   picked at run time (no `target-cpu=native`), with a polynomial `f32` exp
-//!   ([`exp_approx_f32`], within 2 ulp). The [`reference`] oracle uses none of this.
+//!   ([`exp_approx_f32`], within 2 ulp). The [`reference`](mod@reference) oracle uses none of this.
 //! - Large inputs are split over rayon in chunks fixed by the shape (never by the thread count), so
 //!   results are identical on any number of threads; small inputs run serially.
 //!
