@@ -71,7 +71,16 @@ fn bench_rows(c: &mut Criterion) {
             p.install(|| bch.iter(|| st::softmax_forward(&mut y, &x, Mask::None)))
         });
     }
-    drop((x, y));
+    let dy = rand_tensor(&[25_600, 3_416], 8);
+    let mut dx = Tensor::zeros(&[25_600, 3_416]);
+    st::softmax_forward(&mut y, &x, Mask::None);
+    for threads in [1, 2] {
+        let p = pool(threads);
+        g.bench_function(BenchmarkId::new("softmax_bwd_25600x3416", format!("{threads}t")), |bch| {
+            p.install(|| bch.iter(|| st::softmax_backward(&mut dx, &dy, &y)))
+        });
+    }
+    drop((x, y, dy, dx));
     let (r, cdim) = (25_600, 50);
     let x = rand_tensor(&[r, cdim], 4);
     let gamma = rand_tensor(&[cdim], 5);

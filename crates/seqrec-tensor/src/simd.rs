@@ -309,3 +309,60 @@ multiversion! {
     fn ln_bwd_rows<T: Float>(dxs: &mut [T], dos: &[T], xs: &[T], ms: &[T], ss: &[T], g: &[T], dg: &mut [T], db: &mut [T], c: usize)
         => ln_bwd_generic
 }
+
+/// Softmax backward of one row: `dx = y * (dy - dot(dy, y))`.
+#[inline(always)]
+fn softmax_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, yc) = (dy.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (dyr, yr) = (dyc.remainder(), yc.remainder());
+    for (g, p) in dyc.zip(yc) {
+        for i in 0..LANES {
+            acc[i] += g[i] * p[i];
+        }
+    }
+    let mut dot = hsum(acc);
+    for (&g, &p) in dyr.iter().zip(yr) {
+        dot += g * p;
+    }
+    for ((d, &g), &p) in dx.iter_mut().zip(dy).zip(y) {
+        *d = p * (g - dot);
+    }
+}
+
+/// Log-softmax backward of one row: `dx = dy - exp(y) * sum(dy)` over entries with `y > -inf`, 0 elsewhere.
+#[inline(always)]
+fn log_softmax_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, yc) = (dy.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (dyr, yr) = (dyc.remainder(), yc.remainder());
+    for (g, l) in dyc.zip(yc) {
+        for i in 0..LANES {
+            acc[i] += if l[i] == T::NEG_INFINITY {
+                T::ZERO
+            } else {
+                g[i]
+            };
+        }
+    }
+    let mut sum = hsum(acc);
+    for (&g, &l) in dyr.iter().zip(yr) {
+        if l != T::NEG_INFINITY {
+            sum += g;
+        }
+    }
+    for ((d, &g), &l) in dx.iter_mut().zip(dy).zip(y) {
+        // exp(-inf) = 0 in exp_fast too, so the select only has to zero dy there.
+        let v = g - l.exp_fast() * sum;
+        *d = if l == T::NEG_INFINITY { T::ZERO } else { v };
+    }
+}
+
+multiversion! {
+    /// Softmax backward of one row.
+    fn softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => softmax_bwd_generic
+}
+multiversion! {
+    /// Log-softmax backward of one row.
+    fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
+}

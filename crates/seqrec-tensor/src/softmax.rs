@@ -300,14 +300,7 @@ pub fn softmax_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &Tensor
     for_row_chunks(dx.as_mut_slice(), k, |r0, chunk| {
         for (i, dxr) in chunk.chunks_exact_mut(k).enumerate() {
             let r = r0 + i;
-            let (dyr, yr) = (&dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
-            let mut dot = T::ZERO;
-            for (&g, &p) in dyr.iter().zip(yr) {
-                dot += g * p;
-            }
-            for ((d, &g), &p) in dxr.iter_mut().zip(dyr).zip(yr) {
-                *d = p * (g - dot);
-            }
+            simd::softmax_bwd_row(dxr, &dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
         }
     });
 }
@@ -361,20 +354,7 @@ pub fn log_softmax_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &Te
     for_row_chunks(dx.as_mut_slice(), k, |r0, chunk| {
         for (i, dxr) in chunk.chunks_exact_mut(k).enumerate() {
             let r = r0 + i;
-            let (dyr, yr) = (&dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
-            let mut sum = T::ZERO;
-            for (&g, &l) in dyr.iter().zip(yr) {
-                if l != T::NEG_INFINITY {
-                    sum += g;
-                }
-            }
-            for ((d, &g), &l) in dxr.iter_mut().zip(dyr).zip(yr) {
-                *d = if l == T::NEG_INFINITY {
-                    T::ZERO
-                } else {
-                    g - l.exp() * sum
-                };
-            }
+            simd::log_softmax_bwd_row(dxr, &dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
         }
     });
 }
