@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench -p seqrec-benches --bench gemm` (filter e.g. `-- gemm/logits`).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use seqrec_tensor::{self as st, Mask, Tensor, Transpose};
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,7 +17,10 @@ fn rand_tensor(shape: &[usize], seed: u64) -> Tensor<f32> {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
 }
 
 /// (name, m, k, n, transpose of B): B is stored [k, n], or [n, k] when transposed (logits against an
@@ -44,14 +47,18 @@ fn bench_gemm(c: &mut Criterion) {
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
         for threads in [1, 2] {
             let p = pool(threads);
-            g.bench_with_input(BenchmarkId::new(name, format!("{threads}t")), &threads, |bch, _| {
-                p.install(|| {
-                    bch.iter(|| {
-                        st::gemm(&mut out, 1.0, &a, Transpose::No, &b, tb, 0.0);
-                        black_box(&out);
+            g.bench_with_input(
+                BenchmarkId::new(name, format!("{threads}t")),
+                &threads,
+                |bch, _| {
+                    p.install(|| {
+                        bch.iter(|| {
+                            st::gemm(&mut out, 1.0, &a, Transpose::No, &b, tb, 0.0);
+                            black_box(&out);
+                        })
                     })
-                })
-            });
+                },
+            );
         }
     }
     g.finish();
@@ -67,18 +74,20 @@ fn bench_rows(c: &mut Criterion) {
     g.throughput(Throughput::Elements(x.numel() as u64));
     for threads in [1, 2] {
         let p = pool(threads);
-        g.bench_function(BenchmarkId::new("softmax_25600x3416", format!("{threads}t")), |bch| {
-            p.install(|| bch.iter(|| st::softmax_forward(&mut y, &x, Mask::None)))
-        });
+        g.bench_function(
+            BenchmarkId::new("softmax_25600x3416", format!("{threads}t")),
+            |bch| p.install(|| bch.iter(|| st::softmax_forward(&mut y, &x, Mask::None))),
+        );
     }
     let dy = rand_tensor(&[25_600, 3_416], 8);
     let mut dx = Tensor::zeros(&[25_600, 3_416]);
     st::softmax_forward(&mut y, &x, Mask::None);
     for threads in [1, 2] {
         let p = pool(threads);
-        g.bench_function(BenchmarkId::new("softmax_bwd_25600x3416", format!("{threads}t")), |bch| {
-            p.install(|| bch.iter(|| st::softmax_backward(&mut dx, &dy, &y)))
-        });
+        g.bench_function(
+            BenchmarkId::new("softmax_bwd_25600x3416", format!("{threads}t")),
+            |bch| p.install(|| bch.iter(|| st::softmax_backward(&mut dx, &dy, &y))),
+        );
     }
     drop((x, y, dy, dx));
     let (r, cdim) = (25_600, 50);
@@ -86,23 +95,41 @@ fn bench_rows(c: &mut Criterion) {
     let gamma = rand_tensor(&[cdim], 5);
     let beta = rand_tensor(&[cdim], 6);
     let dout = rand_tensor(&[r, cdim], 7);
-    let (mut y, mut mean, mut rstd) = (Tensor::zeros(&[r, cdim]), Tensor::zeros(&[r]), Tensor::zeros(&[r]));
-    let (mut dx, mut dg, mut db) = (Tensor::zeros(&[r, cdim]), Tensor::zeros(&[cdim]), Tensor::zeros(&[cdim]));
+    let (mut y, mut mean, mut rstd) = (
+        Tensor::zeros(&[r, cdim]),
+        Tensor::zeros(&[r]),
+        Tensor::zeros(&[r]),
+    );
+    let (mut dx, mut dg, mut db) = (
+        Tensor::zeros(&[r, cdim]),
+        Tensor::zeros(&[cdim]),
+        Tensor::zeros(&[cdim]),
+    );
     g.throughput(Throughput::Elements((r * cdim) as u64));
     for threads in [1, 2] {
         let p = pool(threads);
-        g.bench_function(BenchmarkId::new("layernorm_fwd_25600x50", format!("{threads}t")), |bch| {
-            p.install(|| {
-                bch.iter(|| st::layernorm_forward(&mut y, &mut mean, &mut rstd, &x, &gamma, &beta, 1e-5))
-            })
-        });
-        g.bench_function(BenchmarkId::new("layernorm_bwd_25600x50", format!("{threads}t")), |bch| {
-            p.install(|| {
-                bch.iter(|| {
-                    st::layernorm_backward(&mut dx, &mut dg, &mut db, &dout, &x, &mean, &rstd, &gamma)
+        g.bench_function(
+            BenchmarkId::new("layernorm_fwd_25600x50", format!("{threads}t")),
+            |bch| {
+                p.install(|| {
+                    bch.iter(|| {
+                        st::layernorm_forward(&mut y, &mut mean, &mut rstd, &x, &gamma, &beta, 1e-5)
+                    })
                 })
-            })
-        });
+            },
+        );
+        g.bench_function(
+            BenchmarkId::new("layernorm_bwd_25600x50", format!("{threads}t")),
+            |bch| {
+                p.install(|| {
+                    bch.iter(|| {
+                        st::layernorm_backward(
+                            &mut dx, &mut dg, &mut db, &dout, &x, &mean, &rstd, &gamma,
+                        )
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }
