@@ -75,9 +75,13 @@ pub trait Float:
     fn is_finite(self) -> bool;
     /// 1 / self.
     fn recip(self) -> Self;
+    /// e^self as used by the softmax kernels: for `f32` a vectorisable polynomial within 2 ulp of
+    /// [`Float::exp`] (0 below -87.3, see `simd::exp_approx_f32`), for `f64` exactly [`Float::exp`]
+    /// (gradient checks keep full precision).
+    fn exp_fast(self) -> Self;
 
     /// `C = alpha * A B + beta * C` on raw strided matrices: `A` is `[m, k]` with row stride `rsa` and
-    /// column stride `csa`, `B` is `[k, n]`, `C` is `[m, n]`; dispatches to `matrixmultiply::{s,d}gemm`.
+    /// column stride `csa`, `B` is `[k, n]`, `C` is `[m, n]`; dispatches to the AVX-512 `f32` kernel when the CPU has it, else to `matrixmultiply::{s,d}gemm`.
     /// When `beta` is zero `C` is not read (it may hold NaN).
     ///
     /// # Safety
@@ -103,7 +107,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ident, $gemm:ident, $erf:ident) => {
+    ($t:ident, $gemm:path, $erf:ident, $exp_fast:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -164,6 +168,10 @@ macro_rules! impl_float {
             fn recip(self) -> Self {
                 $t::recip(self)
             }
+            #[inline(always)]
+            fn exp_fast(self) -> Self {
+                $exp_fast(self)
+            }
             unsafe fn gemm_raw(
                 m: usize,
                 k: usize,
@@ -183,15 +191,16 @@ macro_rules! impl_float {
                 // SAFETY: matrixmultiply::{s,d}gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
                 // reads A [m, k], B [k, n] and writes C [m, n] at the given strides; the caller guarantees
                 // those elements are in bounds and that C does not alias A or B.
-                unsafe {
-                    matrixmultiply::$gemm(
-                        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
-                    )
-                }
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
             }
         }
     };
 }
 
-impl_float!(f32, sgemm, erff);
-impl_float!(f64, dgemm, erf);
+impl_float!(
+    f32,
+    crate::sgemm_avx512::sgemm,
+    erff,
+    crate::simd::exp_approx_f32
+);
+impl_float!(f64, matrixmultiply::dgemm, erf, f64::exp);

@@ -1,6 +1,7 @@
 //! Layer normalisation over the last axis (llm.c's `layernorm_forward` / `layernorm_backward`).
 
 use crate::par::{PAR_MIN_ELEMS, rows_per_chunk};
+use crate::simd;
 use crate::tensor::assert_same_shape;
 use crate::{Float, Tensor};
 use rayon::prelude::*;
@@ -55,52 +56,17 @@ pub fn layernorm_forward<T: Float>(
     if c == 0 {
         return;
     }
-    let inv_c = T::ONE / T::from_f64(c as f64);
     let (xs, g, b) = (x.as_slice(), gamma.as_slice(), beta.as_slice());
-    let row = |xr: &[T], or: &mut [T], m: &mut T, s: &mut T| {
-        let mut sum = T::ZERO;
-        for &v in xr {
-            sum += v;
-        }
-        let mu = sum * inv_c;
-        let mut var = T::ZERO;
-        for &v in xr {
-            let d = v - mu;
-            var += d * d;
-        }
-        let r = T::ONE / (var * inv_c + eps).sqrt();
-        for (((o, &v), &gg), &bb) in or.iter_mut().zip(xr).zip(g).zip(b) {
-            *o = (v - mu) * r * gg + bb;
-        }
-        *m = mu;
-        *s = r;
-    };
     let (out, mean, rstd) = (out.as_mut_slice(), mean.as_mut_slice(), rstd.as_mut_slice());
     if xs.len() < PAR_MIN_ELEMS {
-        for (((xr, or), m), s) in xs
-            .chunks_exact(c)
-            .zip(out.chunks_exact_mut(c))
-            .zip(mean)
-            .zip(rstd)
-        {
-            row(xr, or, m, s);
-        }
+        simd::ln_fwd_rows(xs, out, mean, rstd, g, b, eps, c);
     } else {
         let rpc = rows_per_chunk(c);
         out.par_chunks_mut(rpc * c)
             .zip(xs.par_chunks(rpc * c))
             .zip(mean.par_chunks_mut(rpc))
             .zip(rstd.par_chunks_mut(rpc))
-            .for_each(|(((oc, xc), mc), sc)| {
-                for (((xr, or), m), s) in xc
-                    .chunks_exact(c)
-                    .zip(oc.chunks_exact_mut(c))
-                    .zip(mc)
-                    .zip(sc)
-                {
-                    row(xr, or, m, s);
-                }
-            });
+            .for_each(|(((oc, xc), mc), sc)| simd::ln_fwd_rows(xc, oc, mc, sc, g, b, eps, c));
     }
 }
 
@@ -141,7 +107,6 @@ pub fn layernorm_backward<T: Float>(
     if c == 0 {
         return;
     }
-    let inv_c = T::ONE / T::from_f64(c as f64);
     let (dos, xs, ms, ss, g) = (
         dout.as_slice(),
         x.as_slice(),
@@ -149,29 +114,21 @@ pub fn layernorm_backward<T: Float>(
         rstd.as_slice(),
         gamma.as_slice(),
     );
-    // One chunk of rows: writes dx rows, accumulates into (dg, db).
+    // One chunk of rows starting at row r0: writes dx rows, accumulates into (dg, db).
     let chunk = |r0: usize, dxc: &mut [T], dg: &mut [T], db: &mut [T]| {
-        for (i, dxr) in dxc.chunks_exact_mut(c).enumerate() {
-            let r = r0 + i;
-            let (dor, xr) = (&dos[r * c..(r + 1) * c], &xs[r * c..(r + 1) * c]);
-            let (mu, rs) = (ms[r], ss[r]);
-            let mut mean_g = T::ZERO;
-            let mut mean_gn = T::ZERO;
-            for ((&d, &v), &gg) in dor.iter().zip(xr).zip(g) {
-                let n = (v - mu) * rs;
-                let gd = d * gg;
-                mean_g += gd;
-                mean_gn += gd * n;
-            }
-            mean_g *= inv_c;
-            mean_gn *= inv_c;
-            for (j, ((o, &d), &v)) in dxr.iter_mut().zip(dor).zip(xr).enumerate() {
-                let n = (v - mu) * rs;
-                *o = rs * (d * g[j] - mean_g - n * mean_gn);
-                dg[j] += d * n;
-                db[j] += d;
-            }
-        }
+        let n = dxc.len() / c;
+        let span = r0 * c..(r0 + n) * c;
+        simd::ln_bwd_rows(
+            dxc,
+            &dos[span.clone()],
+            &xs[span],
+            &ms[r0..r0 + n],
+            &ss[r0..r0 + n],
+            g,
+            dg,
+            db,
+            c,
+        );
     };
     let (dgs, dbs) = (dgamma.as_mut_slice(), dbeta.as_mut_slice());
     if xs.len() < PAR_MIN_ELEMS {

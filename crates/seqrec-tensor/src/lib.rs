@@ -8,16 +8,20 @@
 //! Conventions:
 //! - **Outputs first, written in place.** Every op writes into caller-owned tensors (`out`, `dx`,
 //!   `dgamma`, ...) so layers allocate buffers once and a training step allocates nothing in its inner
-//!   loops. The one exception: parallel column reductions (bias and layer-norm parameter gradients) build
-//!   one small partial vector per chunk.
+//!   loops. Exceptions, all small: parallel column reductions (bias and layer-norm parameter gradients)
+//!   build one partial vector per chunk, and the `f32` GEMM grows a per-thread packing buffer once.
 //! - **Gradient accumulation rule.** Parameter gradients accumulate (`dgamma +=`, `dtable +=`, GEMM with
 //!   `beta = 1`); activation gradients are written (`dx =`).
 //! - **Matrix view.** A tensor `[d0, .., dn]` is a matrix of `d0 * .. * d(n-1)` rows by `dn` columns for
 //!   GEMM, bias, softmax, layer norm and the row reductions, so `[batch, seq, d]` needs no reshape.
 //! - **Shape mismatches panic** with a message naming the op and the shapes (programming errors);
 //!   building a tensor from user data returns [`TensorError`].
-//! - **The naive kernel is the oracle.** [`reference`] holds a plain serial version of every op with the
+//! - **The naive kernel is the oracle.** [`reference`](mod@reference) holds a plain serial version of every op with the
 //!   same signature; tests compare each fast path against it with a [`Tolerance`].
+//! - **Speed.** `f32` GEMM runs an AVX-512 micro-kernel when the CPU has AVX-512F (else, and for `f64`,
+//!   `matrixmultiply`); softmax and layer norm rows are compiled for AVX-512 / AVX2 / baseline and
+//!   picked at run time (no `target-cpu=native`), with a polynomial `f32` exp
+//!   ([`exp_approx_f32`], within 2 ulp). The [`reference`](mod@reference) oracle uses none of this.
 //! - Large inputs are split over rayon in chunks fixed by the shape (never by the thread count), so
 //!   results are identical on any number of threads; small inputs run serially.
 //!
@@ -50,7 +54,9 @@ mod layernorm;
 mod par;
 mod reduce;
 pub mod reference;
+mod sgemm_avx512;
 mod shape_ops;
+mod simd;
 mod softmax;
 mod tensor;
 mod tolerance;
@@ -73,6 +79,7 @@ pub use gemm::{Transpose, gemm, gemm_batched};
 pub use layernorm::{layernorm_backward, layernorm_forward};
 pub use reduce::{Exclude, NO_ID, max, max_last, mean, mean_last, sq_norm, sum, sum_last, topk};
 pub use shape_ops::{concat, slice, slice_add, slice_assign, transpose};
+pub use simd::exp_approx_f32;
 pub use softmax::{
     Mask, log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward,
     softmax_inplace,

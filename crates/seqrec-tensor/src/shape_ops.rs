@@ -63,10 +63,10 @@ pub fn slice<T: Float>(out: &mut Tensor<T>, x: &Tensor<T>, axis: usize, start: u
     });
 }
 
-/// `dst[.., start..start + L, ..] = src` along `axis` (the inverse of [`slice`]).
+/// `dst[.., start..start + L, ..] = src` along `axis` (the inverse of [`slice`](fn@slice)).
 ///
 /// # Panics
-/// As [`slice`].
+/// As [`slice`](fn@slice).
 #[track_caller]
 pub fn slice_assign<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, axis: usize, start: usize) {
     check_part("slice_assign", dst.shape(), src.shape(), axis, start);
@@ -77,11 +77,11 @@ pub fn slice_assign<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, axis: usize,
     });
 }
 
-/// `dst[.., start..start + L, ..] += src` along `axis`: the backward of [`slice`] (gradients of several
+/// `dst[.., start..start + L, ..] += src` along `axis`: the backward of [`slice`](fn@slice) (gradients of several
 /// slices of one tensor accumulate).
 ///
 /// # Panics
-/// As [`slice`].
+/// As [`slice`](fn@slice).
 #[track_caller]
 pub fn slice_add<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, axis: usize, start: usize) {
     check_part("slice_add", dst.shape(), src.shape(), axis, start);
@@ -94,7 +94,7 @@ pub fn slice_add<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, axis: usize, st
     });
 }
 
-/// Concatenates `inputs` along `axis` into `out`. The backward is one [`slice`] per input.
+/// Concatenates `inputs` along `axis` into `out`. The backward is one [`slice`](fn@slice) per input.
 ///
 /// # Panics
 /// If the inputs do not match `out` except along `axis`, or their sizes along `axis` do not sum to

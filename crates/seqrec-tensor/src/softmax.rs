@@ -9,6 +9,7 @@
 //! gives 0 gradient there.
 
 use crate::par::for_row_chunks;
+use crate::simd;
 use crate::tensor::assert_same_shape;
 use crate::{Float, Tensor};
 
@@ -195,23 +196,13 @@ fn masked_score<T: Float>(rm: &RowMask<'_, T>, xr: &[T], j: usize) -> Option<T> 
 /// `max == -inf` when the row is fully masked.
 #[inline(always)]
 fn exp_row<T: Float>(rm: &RowMask<'_, T>, xr: &[T], out: &mut [T]) -> (T, T) {
-    let mut mx = T::NEG_INFINITY;
     if rm.add.is_none() && rm.keep.is_none() {
-        for &v in &xr[..rm.limit] {
-            mx = mx.max(v);
-        }
-        if mx == T::NEG_INFINITY {
-            return (mx, T::ZERO);
-        }
-        let mut sum = T::ZERO;
-        for (o, &v) in out[..rm.limit].iter_mut().zip(&xr[..rm.limit]) {
-            let e = (v - mx).exp();
-            *o = e;
-            sum += e;
-        }
+        // Unmasked prefix (no mask, or causal): the vectorised kernel.
+        let (mx, sum) = simd::exp_shift_sum(&xr[..rm.limit], &mut out[..rm.limit]);
         out[rm.limit..].fill(T::ZERO);
         return (mx, sum);
     }
+    let mut mx = T::NEG_INFINITY;
     for j in 0..xr.len() {
         if let Some(v) = masked_score(rm, xr, j) {
             mx = mx.max(v);
@@ -224,7 +215,7 @@ fn exp_row<T: Float>(rm: &RowMask<'_, T>, xr: &[T], out: &mut [T]) -> (T, T) {
     for (j, o) in out.iter_mut().enumerate() {
         *o = match masked_score(rm, xr, j) {
             Some(v) => {
-                let e = (v - mx).exp();
+                let e = (v - mx).exp_fast();
                 sum += e;
                 e
             }
@@ -255,8 +246,7 @@ pub fn softmax_forward<T: Float>(out: &mut Tensor<T>, x: &Tensor<T>, mask: Mask<
             if mx == T::NEG_INFINITY {
                 orow.fill(T::ZERO);
             } else {
-                let inv = T::ONE / sum;
-                orow.iter_mut().for_each(|o| *o *= inv);
+                simd::scale_row(orow, T::ONE / sum);
             }
         }
     });
@@ -285,7 +275,7 @@ pub fn softmax_inplace<T: Float>(x: &mut Tensor<T>, mask: Mask<'_, T>) {
             let mut sum = T::ZERO;
             for j in 0..k {
                 let e = match masked_score(&rm, row, j) {
-                    Some(v) => (v - mx).exp(),
+                    Some(v) => (v - mx).exp_fast(),
                     None => T::ZERO,
                 };
                 row[j] = e;
@@ -310,14 +300,7 @@ pub fn softmax_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &Tensor
     for_row_chunks(dx.as_mut_slice(), k, |r0, chunk| {
         for (i, dxr) in chunk.chunks_exact_mut(k).enumerate() {
             let r = r0 + i;
-            let (dyr, yr) = (&dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
-            let mut dot = T::ZERO;
-            for (&g, &p) in dyr.iter().zip(yr) {
-                dot += g * p;
-            }
-            for ((d, &g), &p) in dxr.iter_mut().zip(dyr).zip(yr) {
-                *d = p * (g - dot);
-            }
+            simd::softmax_bwd_row(dxr, &dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
         }
     });
 }
@@ -343,6 +326,11 @@ pub fn log_softmax_forward<T: Float>(out: &mut Tensor<T>, x: &Tensor<T>, mask: M
                 continue;
             }
             let shift = mx + sum.ln();
+            if rm.add.is_none() && rm.keep.is_none() {
+                simd::shift_row(&mut orow[..rm.limit], &xr[..rm.limit], shift);
+                orow[rm.limit..].fill(T::NEG_INFINITY);
+                continue;
+            }
             for (j, o) in orow.iter_mut().enumerate() {
                 *o = match masked_score(&rm, xr, j) {
                     Some(v) => v - shift,
@@ -366,20 +354,7 @@ pub fn log_softmax_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &Te
     for_row_chunks(dx.as_mut_slice(), k, |r0, chunk| {
         for (i, dxr) in chunk.chunks_exact_mut(k).enumerate() {
             let r = r0 + i;
-            let (dyr, yr) = (&dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
-            let mut sum = T::ZERO;
-            for (&g, &l) in dyr.iter().zip(yr) {
-                if l != T::NEG_INFINITY {
-                    sum += g;
-                }
-            }
-            for ((d, &g), &l) in dxr.iter_mut().zip(dyr).zip(yr) {
-                *d = if l == T::NEG_INFINITY {
-                    T::ZERO
-                } else {
-                    g - l.exp() * sum
-                };
-            }
+            simd::log_softmax_bwd_row(dxr, &dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
         }
     });
 }

@@ -68,6 +68,11 @@ impl<T: Float> Tensor<T> {
         Self::full(shape, T::ZERO)
     }
 
+    /// A tensor of zeros with `other`'s shape.
+    pub fn zeros_like(other: &Tensor<T>) -> Self {
+        Self::zeros(other.shape())
+    }
+
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
         Self {

@@ -410,3 +410,20 @@ fn tensor_construction_errors_are_typed() {
     assert_eq!(x.numel(), 2);
     assert_eq!(x.cast::<f64>().shape(), &[1, 2]);
 }
+
+#[test]
+fn exp_approx_f32_is_within_2_ulp_of_exp() {
+    // Dense sweep over the normal range plus the clamp edges, against f64 exp rounded to f32.
+    let mut worst = 0.0f64;
+    for i in 0..=400_000 {
+        let x = -87.0f32 + (175.0 * i as f32 / 400_000.0);
+        let got = st::exp_approx_f32(x) as f64;
+        let want = (x as f64).exp();
+        let ulp = (want as f32).next_up() as f64 - want as f32 as f64;
+        worst = worst.max((got - want).abs() / ulp);
+    }
+    assert!(worst <= 2.0, "worst error {worst} ulp");
+    assert_eq!(st::exp_approx_f32(0.0), 1.0);
+    assert_eq!(st::exp_approx_f32(-100.0), 0.0);
+    assert_eq!(st::exp_approx_f32(f32::NEG_INFINITY), 0.0);
+}

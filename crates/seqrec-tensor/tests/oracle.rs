@@ -415,6 +415,9 @@ proptest! {
 fn gemm_parallel_paths_match_reference() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         check_gemm::<f32>(300, 40, 200, ta, tb, 1.0, 7);
+        // k > 256 takes the AVX-512 kernel's k-blocking (later blocks accumulate onto earlier ones).
+        check_gemm::<f32>(70, 600, 45, ta, tb, 0.0, 8);
+        check_gemm::<f32>(9, 300, 33, ta, tb, -0.5, 9);
     }
     check_gemm_batched::<f32>(16, 40, 64, 40, false, true, 3);
 }

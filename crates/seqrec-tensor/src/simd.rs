@@ -1,0 +1,368 @@
+//! Hot row kernels compiled several times (AVX-512, AVX2+FMA, baseline x86-64) and picked at run time,
+//! so the release build needs no `target-cpu=native` and still vectorises on this Zen 5 machine.
+//!
+//! The kernels are plain Rust written to auto-vectorise: reductions keep [`LANES`] independent
+//! accumulators (float addition is not associative, so a single accumulator would stay scalar), and
+//! `f32` softmax uses [`exp_approx_f32`], a branch-free polynomial exponential, instead of a libm call.
+//! Every version computes the same arithmetic in the same order, so results do not depend on the CPU.
+
+use crate::Float;
+
+/// Independent accumulators per reduction: one AVX-512 register of f32.
+pub(crate) const LANES: usize = 16;
+
+/// e^x for `f32`, branch-free so that it vectorises; within 2 ulp of `f32::exp` for `x` in
+/// `[-87.3, 88]`, 0 below -87.3 (where `f32::exp` is subnormal or 0). Cephes `expf`: `x = n ln 2 + r`,
+/// `|r| <= ln 2 / 2`, degree-6 polynomial for `e^r`, and `2^n` assembled in the exponent bits.
+#[inline(always)]
+pub fn exp_approx_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.336_55, 88.0);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let scale = f32::from_bits(((ni + 127) << 23) as u32);
+    let e = y * scale;
+    if x < -87.336_55 { 0.0 } else { e }
+}
+
+/// Generates `$name`, which runs `$generic` compiled for the best instruction set this CPU has.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident<T: Float>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: Float>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn v512<T: Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn v256<T: Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the features v512 is compiled for were detected on this CPU just above.
+                    return unsafe { v512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: AVX2 and FMA were detected on this CPU just above.
+                    return unsafe { v256($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+/// Sum of the accumulators as a tree (vector shuffles), not a serial chain of 16 dependent adds: this
+/// matters for short rows such as layer norm over 50 features.
+#[inline(always)]
+fn hsum<T: Float>(mut a: [T; LANES]) -> T {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            let v = a[i + w];
+            a[i] += v;
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+/// Maximum of the accumulators as a tree.
+#[inline(always)]
+fn hmax<T: Float>(mut a: [T; LANES]) -> T {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            a[i] = if a[i + w] > a[i] { a[i + w] } else { a[i] };
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+/// Maximum of a slice ignoring NaN, with [`LANES`] accumulators.
+#[inline(always)]
+fn lane_max<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let mut m = hmax(acc);
+    for &v in rem {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// Sum of a slice with [`LANES`] accumulators.
+#[inline(always)]
+fn lane_sum<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    let mut s = hsum(acc);
+    for &v in rem {
+        s += v;
+    }
+    s
+}
+
+/// `out = exp(x - max)` over a whole unmasked row; returns `(max, sum)` (`max = -inf`: empty / all -inf).
+#[inline(always)]
+fn exp_shift_sum_generic<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) {
+    let mx = lane_max(xr);
+    if mx == T::NEG_INFINITY {
+        return (mx, T::ZERO);
+    }
+    let mut acc = [T::ZERO; LANES];
+    let mut oc = out.chunks_exact_mut(LANES);
+    let mut xc = xr.chunks_exact(LANES);
+    for (o, x) in (&mut oc).zip(&mut xc) {
+        for i in 0..LANES {
+            let e = (x[i] - mx).exp_fast();
+            o[i] = e;
+            acc[i] += e;
+        }
+    }
+    let mut s = hsum(acc);
+    for (o, &x) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+        let e = (x - mx).exp_fast();
+        *o = e;
+        s += e;
+    }
+    (mx, s)
+}
+
+#[inline(always)]
+fn scale_generic<T: Float>(out: &mut [T], s: T) {
+    for o in out.iter_mut() {
+        *o *= s;
+    }
+}
+
+#[inline(always)]
+fn shift_generic<T: Float>(out: &mut [T], xr: &[T], shift: T) {
+    for (o, &x) in out.iter_mut().zip(xr) {
+        *o = x - shift;
+    }
+}
+
+multiversion! {
+    /// `out = exp(x - max(x))`, returns `(max, sum of out)`.
+    fn exp_shift_sum<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) => exp_shift_sum_generic
+}
+multiversion! {
+    /// `out *= s`.
+    fn scale_row<T: Float>(out: &mut [T], s: T) => scale_generic
+}
+multiversion! {
+    /// `out = x - shift`.
+    fn shift_row<T: Float>(out: &mut [T], xr: &[T], shift: T) => shift_generic
+}
+
+/// Layer-norm forward over a chunk of whole rows of `c` elements.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ln_fwd_generic<T: Float>(
+    xs: &[T],
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    g: &[T],
+    b: &[T],
+    eps: T,
+    c: usize,
+) {
+    let inv_c = T::ONE / T::from_f64(c as f64);
+    for (((xr, or), m), s) in xs
+        .chunks_exact(c)
+        .zip(out.chunks_exact_mut(c))
+        .zip(mean)
+        .zip(rstd)
+    {
+        let mu = lane_sum(xr) * inv_c;
+        let mut acc = [T::ZERO; LANES];
+        let chunks = xr.chunks_exact(LANES);
+        let rem = chunks.remainder();
+        for ch in chunks {
+            for i in 0..LANES {
+                let d = ch[i] - mu;
+                acc[i] += d * d;
+            }
+        }
+        let mut var = hsum(acc);
+        for &v in rem {
+            var += (v - mu) * (v - mu);
+        }
+        let r = T::ONE / (var * inv_c + eps).sqrt();
+        for (((o, &v), &gg), &bb) in or.iter_mut().zip(xr).zip(g).zip(b) {
+            *o = (v - mu) * r * gg + bb;
+        }
+        *m = mu;
+        *s = r;
+    }
+}
+
+multiversion! {
+    /// Layer-norm forward over whole rows (see `layernorm_forward`).
+    fn ln_fwd_rows<T: Float>(xs: &[T], out: &mut [T], mean: &mut [T], rstd: &mut [T], g: &[T], b: &[T], eps: T, c: usize)
+        => ln_fwd_generic
+}
+
+/// Layer-norm backward over a chunk of rows: writes `dx`, accumulates into `dg`, `db`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ln_bwd_generic<T: Float>(
+    dxs: &mut [T],
+    dos: &[T],
+    xs: &[T],
+    ms: &[T],
+    ss: &[T],
+    g: &[T],
+    dg: &mut [T],
+    db: &mut [T],
+    c: usize,
+) {
+    let inv_c = T::ONE / T::from_f64(c as f64);
+    for ((((dxr, dor), xr), &mu), &rs) in dxs
+        .chunks_exact_mut(c)
+        .zip(dos.chunks_exact(c))
+        .zip(xs.chunks_exact(c))
+        .zip(ms)
+        .zip(ss)
+    {
+        // Re-slicing to exactly c lets the compiler drop the bounds checks below.
+        let (dxr, dor, xr, g, dg, db) = (
+            &mut dxr[..c],
+            &dor[..c],
+            &xr[..c],
+            &g[..c],
+            &mut dg[..c],
+            &mut db[..c],
+        );
+        // Pass 1: norm into dx (scratch), mean of g = dout * gamma and of g * norm.
+        let mut acc_g = [T::ZERO; LANES];
+        let mut acc_gn = [T::ZERO; LANES];
+
+        let n_full = c / LANES * LANES;
+        for base in (0..n_full).step_by(LANES) {
+            for i in 0..LANES {
+                let j = base + i;
+                let n = (xr[j] - mu) * rs;
+                let gd = dor[j] * g[j];
+                dxr[j] = n;
+                acc_g[i] += gd;
+                acc_gn[i] += gd * n;
+            }
+        }
+        let mut sum_g = hsum(acc_g);
+        let mut sum_gn = hsum(acc_gn);
+        for j in n_full..c {
+            let n = (xr[j] - mu) * rs;
+            let gd = dor[j] * g[j];
+            dxr[j] = n;
+            sum_g += gd;
+            sum_gn += gd * n;
+        }
+        let mean_g = sum_g * inv_c;
+        let mean_gn = sum_gn * inv_c;
+        // Pass 2: parameter gradients and dx from the saved norm.
+        for j in 0..c {
+            let n = dxr[j];
+            let d = dor[j];
+            dg[j] += d * n;
+            db[j] += d;
+            dxr[j] = rs * (d * g[j] - mean_g - n * mean_gn);
+        }
+    }
+}
+
+multiversion! {
+    /// Layer-norm backward over whole rows (see `layernorm_backward`).
+    fn ln_bwd_rows<T: Float>(dxs: &mut [T], dos: &[T], xs: &[T], ms: &[T], ss: &[T], g: &[T], dg: &mut [T], db: &mut [T], c: usize)
+        => ln_bwd_generic
+}
+
+/// Softmax backward of one row: `dx = y * (dy - dot(dy, y))`.
+#[inline(always)]
+fn softmax_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, yc) = (dy.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (dyr, yr) = (dyc.remainder(), yc.remainder());
+    for (g, p) in dyc.zip(yc) {
+        for i in 0..LANES {
+            acc[i] += g[i] * p[i];
+        }
+    }
+    let mut dot = hsum(acc);
+    for (&g, &p) in dyr.iter().zip(yr) {
+        dot += g * p;
+    }
+    for ((d, &g), &p) in dx.iter_mut().zip(dy).zip(y) {
+        *d = p * (g - dot);
+    }
+}
+
+/// Log-softmax backward of one row: `dx = dy - exp(y) * sum(dy)` over entries with `y > -inf`, 0 elsewhere.
+#[inline(always)]
+fn log_softmax_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, yc) = (dy.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (dyr, yr) = (dyc.remainder(), yc.remainder());
+    for (g, l) in dyc.zip(yc) {
+        for i in 0..LANES {
+            acc[i] += if l[i] == T::NEG_INFINITY {
+                T::ZERO
+            } else {
+                g[i]
+            };
+        }
+    }
+    let mut sum = hsum(acc);
+    for (&g, &l) in dyr.iter().zip(yr) {
+        if l != T::NEG_INFINITY {
+            sum += g;
+        }
+    }
+    for ((d, &g), &l) in dx.iter_mut().zip(dy).zip(y) {
+        // exp(-inf) = 0 in exp_fast too, so the select only has to zero dy there.
+        let v = g - l.exp_fast() * sum;
+        *d = if l == T::NEG_INFINITY { T::ZERO } else { v };
+    }
+}
+
+multiversion! {
+    /// Softmax backward of one row.
+    fn softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => softmax_bwd_generic
+}
+multiversion! {
+    /// Log-softmax backward of one row.
+    fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
+}
