@@ -31,13 +31,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attention;
 pub mod checkpoint;
 pub mod clip;
 mod dropout;
 mod embedding;
 mod error;
-
-mod attention;
 mod feedforward;
 pub mod gradcheck;
 mod gru;
@@ -45,39 +44,31 @@ pub mod init;
 mod layernorm;
 mod linear;
 pub mod loss;
+mod lstm;
 pub mod optim;
 mod param;
-mod positional;
-pub mod schedule;
-
-pub use dropout::{Dropout, DropoutCache};
-pub use embedding::Embedding;
-pub use error::NnError;
-pub use layernorm::{LayerNorm, LayerNormCache};
-
-mod lstm;
-mod param;
-mod rnn_common;
-
-pub use gru::Gru;
-
 mod pooling;
+mod positional;
+mod rnn_common;
+pub mod schedule;
 mod transformer;
 
 pub use attention::{
     AttentionMask, AttnConfigError, MhaCache, MhaConfig, MultiheadAttention, Phase,
 };
+pub use dropout::{Dropout, DropoutCache};
+pub use embedding::Embedding;
+pub use error::NnError;
 pub use feedforward::{Activation, FeedForward, FeedForwardCache, FeedForwardConfig};
-pub use layernorm::LayerNorm;
+pub use gru::Gru;
+pub use layernorm::{LayerNorm, LayerNormCache};
 pub use linear::Linear;
 pub use lstm::Lstm;
 pub use param::{Module, Param};
-pub use positional::{PositionMask, PositionalEmbedding};
-pub use seqrec_tensor::Padding;
-
-pub use rnn_common::{RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState};
-
 pub use pooling::{AttentionPooling, AttentionPoolingCache, AttentionPoolingConfig};
+pub use positional::{PositionMask, PositionalEmbedding};
+pub use rnn_common::{RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState};
+pub use seqrec_tensor::Padding;
 pub use transformer::{
     NormPlacement, TransformerBlock, TransformerBlockCache, TransformerBlockConfig,
     TransformerEncoder, TransformerEncoderCache,

@@ -1,0 +1,33 @@
+//! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements, and
+//! [`MostPop`], the popularity floor reported next to every model.
+//!
+//! A model is built from its documented config and the training sequences of a split, trains one epoch
+//! at a time, scores histories against the whole catalogue, and saves/loads everything needed to resume
+//! exactly (parameters and optimizer state).
+//!
+//! ```
+//! use seqrec_data::{Dataset, Split, Vocab};
+//! use seqrec_models::{Model, MostPop};
+//!
+//! let users = Vocab::from_originals(vec!["u1".into(), "u2".into()]).unwrap();
+//! let items = Vocab::from_originals(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+//! let ds = Dataset::from_sequences(users, items, vec![
+//!     (vec![1, 2, 2, 3, 1], vec![1, 2, 3, 4, 5]),
+//!     (vec![2, 2, 1, 3], vec![1, 2, 3, 4]),
+//! ]).unwrap();
+//! let split = Split::leave_one_out(&ds);
+//! let train = split.train_sequences(&ds).unwrap();
+//! let mut model = MostPop::new(&train);
+//! model.train_epoch(&train, 0, &mut |_| {}).unwrap();
+//! // Item 2 was seen 4 times in training: it gets the highest score for any history.
+//! let mut scores = vec![0.0f32; 4];
+//! model.score(&[0, 1], 1, &mut scores);
+//! assert!(scores[2] > scores[1] && scores[2] > scores[3]);
+//! ```
+#![deny(missing_docs)]
+
+mod model;
+mod mostpop;
+
+pub use model::{EpochReport, Model, ModelError, StepReport};
+pub use mostpop::MostPop;

@@ -1,0 +1,96 @@
+//! The [`Model`] trait: what training, evaluation, checkpoints and serving need from a recommender.
+
+use std::path::Path;
+
+use seqrec_data::Sequences;
+
+/// Errors a model reports to the training loop.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Occurs when the loss or a gradient norm becomes NaN or infinite; training must stop and keep
+    /// the last good checkpoint.
+    #[error("non-finite {what} at epoch {epoch}, step {step}: {value}")]
+    NonFinite {
+        /// `"loss"` or `"gradient norm"`.
+        what: &'static str,
+        /// Epoch index (0-based).
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// Occurs when a config field is out of range; names the field and the value.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// Occurs when a checkpoint cannot be written or read, or does not match the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file involved.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Occurs when the training data cannot be batched (e.g. no negatives possible).
+    #[error("data: {0}")]
+    Data(String),
+}
+
+/// Progress of one optimisation step, reported to the caller's progress bar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// Step index within the epoch.
+    pub step: usize,
+    /// Number of steps in the epoch.
+    pub steps: usize,
+    /// Mean loss of this step.
+    pub loss: f64,
+    /// Sequences (rows) processed by this step.
+    pub sequences: usize,
+}
+
+/// Summary of one training epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochReport {
+    /// Mean loss over the epoch's steps.
+    pub loss: f64,
+    /// Number of optimisation steps.
+    pub steps: usize,
+    /// Sequences processed.
+    pub sequences: usize,
+}
+
+/// A next-item recommender.
+///
+/// Histories are passed in SASRec's layout: a row-major `[batch, max_history()]` buffer of dense item
+/// ids, right-aligned, left-padded with `0`. Scores are written to a `[batch, n_items + 1]` buffer whose
+/// column `0` (padding) is ignored by evaluation.
+pub trait Model {
+    /// Short model name (`"sasrec"`, `"gru4rec"`, `"mostpop"`).
+    fn name(&self) -> &'static str;
+
+    /// Number of real items (`scores` rows have `n_items + 1` entries).
+    fn n_items(&self) -> usize;
+
+    /// Length of the history window the model reads.
+    fn max_history(&self) -> usize;
+
+    /// Trains one epoch over `train`. The epoch index seeds shuffling, negatives and dropout, so the
+    /// same seed, epoch and thread count give the same result, and a resumed run matches an
+    /// uninterrupted one.
+    fn train_epoch(
+        &mut self,
+        train: &Sequences<'_>,
+        epoch: usize,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError>;
+
+    /// Scores every item for each of `batch` histories (`histories`: `[batch, max_history()]`).
+    fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]);
+
+    /// Writes everything needed to resume (parameters, optimizer state) into `dir`, atomically per file.
+    fn save(&self, dir: &Path) -> Result<(), ModelError>;
+
+    /// Restores the state written by [`Model::save`].
+    fn load(&mut self, dir: &Path) -> Result<(), ModelError>;
+}

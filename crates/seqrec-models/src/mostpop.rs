@@ -1,0 +1,108 @@
+//! [`MostPop`]: recommend the items most often seen in training, whatever the history.
+
+use std::path::Path;
+
+use seqrec_data::Sequences;
+
+use crate::model::{EpochReport, Model, ModelError, StepReport};
+
+/// The popularity baseline: the score of an item is its training count.
+///
+/// It is the floor every model must beat; ties between equally popular items count against it in
+/// evaluation like for any model.
+#[derive(Clone, Debug)]
+pub struct MostPop {
+    counts: Vec<f32>,
+}
+
+impl MostPop {
+    /// A model for the catalogue of `train` (counts are filled by [`Model::train_epoch`]).
+    pub fn new(train: &Sequences<'_>) -> Self {
+        Self {
+            counts: vec![0.0; train.n_items() + 1],
+        }
+    }
+}
+
+impl Model for MostPop {
+    fn name(&self) -> &'static str {
+        "mostpop"
+    }
+
+    fn n_items(&self) -> usize {
+        self.counts.len() - 1
+    }
+
+    fn max_history(&self) -> usize {
+        1
+    }
+
+    fn train_epoch(
+        &mut self,
+        train: &Sequences<'_>,
+        _epoch: usize,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        self.counts.iter_mut().for_each(|c| *c = 0.0);
+        for k in 0..train.len() {
+            for &i in train.items(k) {
+                self.counts[i as usize] += 1.0;
+            }
+        }
+        let report = StepReport {
+            step: 0,
+            steps: 1,
+            loss: 0.0,
+            sequences: train.len(),
+        };
+        on_step(&report);
+        Ok(EpochReport {
+            loss: 0.0,
+            steps: 1,
+            sequences: train.len(),
+        })
+    }
+
+    fn score(&mut self, _histories: &[u32], batch: usize, scores: &mut [f32]) {
+        let n = self.counts.len();
+        assert_eq!(
+            scores.len(),
+            batch * n,
+            "MostPop::score: scores must be [batch, n_items + 1]"
+        );
+        for row in scores.chunks_exact_mut(n) {
+            row.copy_from_slice(&self.counts);
+        }
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join("mostpop.json");
+        let tmp = dir.join("mostpop.json.tmp");
+        let err = |e: &dyn std::fmt::Display| ModelError::Checkpoint {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let text = serde_json::to_string(&self.counts).map_err(|e| err(&e))?;
+        std::fs::write(&tmp, text).map_err(|e| err(&e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(&e))
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join("mostpop.json");
+        let err = |e: &dyn std::fmt::Display| ModelError::Checkpoint {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(&e))?;
+        let counts: Vec<f32> = serde_json::from_str(&text).map_err(|e| err(&e))?;
+        if counts.len() != self.counts.len() {
+            return Err(err(&format!(
+                "{} item counts, but the model has {} items",
+                counts.len().saturating_sub(1),
+                self.n_items()
+            )));
+        }
+        self.counts = counts;
+        Ok(())
+    }
+}
