@@ -887,7 +887,7 @@ fn tanh_f32(x: f32) -> f32 {
 /// gradient checks need).
 pub(crate) fn sigmoid_inplace<T: Float>(v: &mut [T]) {
     match as_f32_mut(v) {
-        Some(v) => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x))),
+        Some(v) => sigmoid_f32_dispatch(v),
         None => v.iter_mut().for_each(|x| *x = sigmoid_scalar(*x)),
     }
 }
@@ -895,10 +895,47 @@ pub(crate) fn sigmoid_inplace<T: Float>(v: &mut [T]) {
 /// `v = tanh(v)` in place (vectorised polynomial for `f32`, `std` for `f64`).
 pub(crate) fn tanh_inplace<T: Float>(v: &mut [T]) {
     match as_f32_mut(v) {
-        Some(v) => v.iter_mut().for_each(|x| *x = tanh_f32(*x)),
+        Some(v) => tanh_f32_dispatch(v),
         None => v.iter_mut().for_each(|x| *x = x.tanh()),
     }
 }
+
+/// Defines `$name(v: &mut [f32])` applying `$f` to every element, compiled three times (baseline SSE2,
+/// AVX2, AVX-512F) and dispatched on the running CPU. The arithmetic is the same IEEE operations in
+/// every version (no FMA contraction), so results are bit-identical whichever version runs.
+macro_rules! multiversion_map {
+    ($name:ident, $f:expr) => {
+        fn $name(v: &mut [f32]) {
+            #[inline(always)]
+            fn body(v: &mut [f32]) {
+                v.iter_mut().for_each(|x| *x = $f(*x));
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512(v: &mut [f32]) {
+                    body(v)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2(v: &mut [f32]) {
+                    body(v)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked on the line above).
+                    return unsafe { avx512(v) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked on the line above).
+                    return unsafe { avx2(v) };
+                }
+            }
+            body(v)
+        }
+    };
+}
+
+multiversion_map!(sigmoid_f32_dispatch, |x: f32| 1.0 / (1.0 + exp_f32(-x)));
+multiversion_map!(tanh_f32_dispatch, tanh_f32);
 
 #[cfg(test)]
 mod tests {
