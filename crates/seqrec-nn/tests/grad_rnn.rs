@@ -522,3 +522,182 @@ fn zero_sizes_are_typed_errors_naming_the_field() {
         assert!(Lstm::<f32>::new("l", cfg, &mut Rng::new(0)).is_err());
     }
 }
+
+/// `None` for dx, dh0 and dh_n gives the same parameter gradients as passing buffers and a zero dh_n.
+#[test]
+fn optional_gradients_can_be_skipped() {
+    for lstm in [false, true] {
+        let mask = vec![true, false, true, true, true, false];
+        let mut c = Case::new(lstm, 2, 2, 3, 2, 3, mask.clone(), 11);
+        let mut zero_last = c.net.zero_state(2);
+        zero_last.reset();
+        c.rlast = zero_last;
+        c.net.zero_grad();
+        let _ = c.run();
+        let with = c.net.grads();
+
+        let mut y = Tensor::zeros(&[2, 3, 3]);
+        let mut last = c.net.zero_state(2);
+        let mut cache = c.net.new_cache(2, 3);
+        c.net.forward(
+            &mut y,
+            &mut last,
+            &mut cache,
+            &c.x,
+            Some(&mask),
+            Some(&c.init),
+        );
+        c.net.zero_grad();
+        c.net
+            .backward(None, None, &c.ry, None, &c.x, Some(&mask), &mut cache);
+        assert_eq!(with, c.net.grads());
+    }
+}
+
+/// Empty batches and empty sequences run without panicking; with no steps the final state is h0.
+#[test]
+fn empty_shapes_are_fine() {
+    for lstm in [false, true] {
+        let cfg = RnnConfig {
+            input_size: 2,
+            hidden_size: 3,
+            num_layers: 2,
+        };
+        let mut net = Net::new(lstm, cfg, 1);
+        let init = random_state(&net, 2, &mut Rng::new(2));
+        let x = Tensor::zeros(&[2, 0, 2]);
+        let mut y = Tensor::zeros(&[2, 0, 3]);
+        let mut last = net.zero_state(2);
+        let mut cache = net.new_cache(2, 0);
+        net.forward(&mut y, &mut last, &mut cache, &x, None, Some(&init));
+        assert_eq!(last.h.to_vec(), init.h.to_vec());
+        let mut dinit = net.zero_state(2);
+        let dlast = random_state(&net, 2, &mut Rng::new(3));
+        net.zero_grad();
+        net.backward(
+            None,
+            Some(&mut dinit),
+            &y,
+            Some(&dlast),
+            &x,
+            None,
+            &mut cache,
+        );
+        assert_eq!(dinit.h.to_vec(), dlast.h.to_vec());
+        assert!(net.grads().iter().flatten().all(|&g| g == 0.0));
+
+        let x = Tensor::zeros(&[0, 4, 2]);
+        let mut y = Tensor::zeros(&[0, 4, 3]);
+        let mut last = net.zero_state(0);
+        let mut cache = net.new_cache(0, 4);
+        net.forward(&mut y, &mut last, &mut cache, &x, None, None);
+        net.backward(None, None, &y, None, &x, None, &mut cache);
+    }
+}
+
+/// The f32 path (polynomial sigmoid / tanh) agrees with the f64 path at a realistic width.
+#[test]
+fn f32_matches_f64_at_width_64() {
+    let cfg = RnnConfig {
+        input_size: 32,
+        hidden_size: 64,
+        num_layers: 2,
+    };
+    let (batch, seq) = (4, 12);
+    let mut rng = Rng::new(21);
+    let x64 = rng.normal_tensor::<f64>(&[batch, seq, 32], 1.0);
+    let dy64 = rng.normal_tensor::<f64>(&[batch, seq, 64], 1.0);
+    let mask: Vec<bool> = (0..batch * seq).map(|i| i % seq >= i / seq).collect();
+    let tol = seqrec_tensor::Tolerance {
+        relative: 1e-4,
+        absolute: 1e-5,
+    };
+    for lstm in [false, true] {
+        let net64 = Net::new(lstm, cfg, 5);
+        let run64 = |net: &mut Net| {
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = net.zero_state(batch);
+            let mut cache = net.new_cache(batch, seq);
+            net.forward(&mut y, &mut last, &mut cache, &x64, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            net.zero_grad();
+            net.backward(
+                Some(&mut dx),
+                None,
+                &dy64,
+                None,
+                &x64,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        };
+        let (y64, dx64) = run64(&mut net64.clone());
+        let (x32, dy32) = (x64.cast::<f32>(), dy64.cast::<f32>());
+        let (y32, dx32) = if lstm {
+            let Net::Lstm(n) = &net64 else { unreachable!() };
+            let mut n32 = Lstm::<f32>::new("rnn", cfg, &mut Rng::new(0)).unwrap();
+            let mut vals = Vec::new();
+            n.visit_params(&mut |p| vals.push(p.value.cast::<f32>()));
+            let mut it = vals.into_iter();
+            n32.visit_params_mut(&mut |p| p.value = it.next().unwrap());
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = n32.zero_state(batch);
+            let mut cache = n32.new_cache(batch, seq);
+            n32.forward(&mut y, &mut last, &mut cache, &x32, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            n32.backward(
+                Some(&mut dx),
+                None,
+                &dy32,
+                None,
+                &x32,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        } else {
+            let Net::Gru(n) = &net64 else { unreachable!() };
+            let mut n32 = Gru::<f32>::new("rnn", cfg, &mut Rng::new(0)).unwrap();
+            let mut vals = Vec::new();
+            n.visit_params(&mut |p| vals.push(p.value.cast::<f32>()));
+            let mut it = vals.into_iter();
+            n32.visit_params_mut(&mut |p| p.value = it.next().unwrap());
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = n32.zero_state(batch);
+            let mut cache = n32.new_cache(batch, seq);
+            n32.forward(&mut y, &mut last, &mut cache, &x32, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            n32.backward(
+                Some(&mut dx),
+                None,
+                &dy32,
+                None,
+                &x32,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        };
+        tol.check(y32.as_slice(), y64.cast::<f32>().as_slice())
+            .unwrap_or_else(|e| panic!("lstm={lstm} y: {e}"));
+        tol.check(dx32.as_slice(), dx64.cast::<f32>().as_slice())
+            .unwrap_or_else(|e| panic!("lstm={lstm} dx: {e}"));
+    }
+}
+
+#[test]
+#[should_panic(expected = "x must be [batch, seq, 3]")]
+fn wrong_input_width_panics_with_the_shapes() {
+    let cfg = RnnConfig {
+        input_size: 3,
+        hidden_size: 2,
+        num_layers: 1,
+    };
+    let gru = Gru::<f32>::new("g", cfg, &mut Rng::new(0)).unwrap();
+    let x = Tensor::zeros(&[1, 2, 4]);
+    let mut y = Tensor::zeros(&[1, 2, 2]);
+    let mut last = gru.zero_state(1);
+    let mut cache = gru.new_cache(1, 2);
+    gru.forward(&mut y, &mut last, &mut cache, &x, None, None);
+}
