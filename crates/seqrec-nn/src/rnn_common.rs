@@ -202,9 +202,10 @@ impl<T: Float> RnnState<T> {
         }
     }
 
-    /// Batch size.
+    /// Batch size (axis 1 of `h`; 0 if `h` was replaced by a tensor of lower rank, which the layers
+    /// then reject with a message naming the expected shape).
     pub fn batch(&self) -> usize {
-        self.h.shape()[1]
+        self.h.shape().get(1).copied().unwrap_or(0)
     }
 
     /// Sets every element (of `h` and `c`) to zero, e.g. to start a new session.
