@@ -6,7 +6,7 @@ use seqrec_nn::gradcheck::{GradTolerance, check_input, check_module, dot};
 use seqrec_nn::{
     Gru, Lstm, Module, Param, RnnCache, RnnConfig, RnnConfigError, RnnState, init::Rng,
 };
-use seqrec_tensor::Tensor;
+use seqrec_tensor::{DropoutKey, Tensor};
 
 /// A GRU or an LSTM behind one interface, so every test runs on both cells.
 #[derive(Clone, Debug)]
@@ -22,6 +22,12 @@ impl Net {
             Net::Lstm(Lstm::new("rnn", cfg, &mut rng).unwrap())
         } else {
             Net::Gru(Gru::new("rnn", cfg, &mut rng).unwrap())
+        }
+    }
+    fn with_dropout(self, p: f64) -> Self {
+        match self {
+            Net::Gru(n) => Net::Gru(n.with_dropout(p).unwrap()),
+            Net::Lstm(n) => Net::Lstm(n.with_dropout(p).unwrap()),
         }
     }
     fn zero_state(&self, batch: usize) -> RnnState<f64> {
@@ -107,6 +113,7 @@ struct Case {
     mask: Vec<bool>,
     ry: Tensor<f64>,
     rlast: RnnState<f64>,
+    dropout_key: Option<DropoutKey>,
 }
 
 fn random_state(net: &Net, batch: usize, rng: &mut Rng) -> RnnState<f64> {
@@ -152,6 +159,7 @@ impl Case {
             mask,
             ry,
             rlast,
+            dropout_key: None,
         }
     }
 
@@ -159,6 +167,7 @@ impl Case {
         let mut y = Tensor::zeros(&[self.batch, self.seq, self.cfg.hidden_size]);
         let mut last = net.zero_state(self.batch);
         let mut cache = net.new_cache(self.batch, self.seq);
+        cache.set_dropout_key(self.dropout_key);
         net.forward(
             &mut y,
             &mut last,
@@ -179,6 +188,7 @@ impl Case {
         let mut y = Tensor::zeros(&[self.batch, self.seq, self.cfg.hidden_size]);
         let mut last = self.net.zero_state(self.batch);
         let mut cache = self.net.new_cache(self.batch, self.seq);
+        cache.set_dropout_key(self.dropout_key);
         self.net.forward(
             &mut y,
             &mut last,
@@ -700,4 +710,56 @@ fn wrong_input_width_panics_with_the_shapes() {
     let mut last = gru.zero_state(1);
     let mut cache = gru.new_cache(1, 2);
     gru.forward(&mut y, &mut last, &mut cache, &x, None, None);
+}
+
+/// Dropout between layers (training key set): gradients still match finite differences (the mask is a
+/// fixed function of the key), it changes the outputs, and without a key the network equals one built
+/// without dropout.
+#[test]
+fn dropout_between_layers() {
+    let key = DropoutKey { seed: 17, step: 3 };
+    for lstm in [false, true] {
+        let mask = vec![true, true, false, true, true, true, false, false];
+        let mut c = Case::new(lstm, 2, 2, 4, 3, 5, mask.clone(), 13);
+        let (y_plain, ..) = c.run();
+        c.net = c.net.clone().with_dropout(0.4);
+        let (y_eval, ..) = c.run();
+        assert_eq!(y_plain.to_vec(), y_eval.to_vec(), "no key: no dropout");
+        c.dropout_key = Some(key);
+        let (y_train, ..) = c.run();
+        assert_ne!(
+            y_plain.to_vec(),
+            y_train.to_vec(),
+            "key set: dropout applied"
+        );
+        // Padded steps still output exactly zero.
+        for (p, &real) in mask.iter().enumerate() {
+            if !real {
+                assert!(
+                    y_train.as_slice()[p * 5..(p + 1) * 5]
+                        .iter()
+                        .all(|&v| v == 0.0)
+                );
+            }
+        }
+        gradcheck_case(c);
+    }
+    let cfg = RnnConfig {
+        input_size: 2,
+        hidden_size: 3,
+        num_layers: 2,
+    };
+    for p in [1.0, -0.1, f64::NAN] {
+        let err = Gru::<f32>::new("g", cfg, &mut Rng::new(0))
+            .unwrap()
+            .with_dropout(p)
+            .unwrap_err();
+        assert!(matches!(err, RnnConfigError::Dropout { .. }), "{err}");
+        assert!(
+            Lstm::<f32>::new("l", cfg, &mut Rng::new(0))
+                .unwrap()
+                .with_dropout(p)
+                .is_err()
+        );
+    }
 }
