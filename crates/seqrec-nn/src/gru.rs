@@ -215,6 +215,9 @@ impl<T: Float> Gru<T> {
     /// - `h_n`: final state `[layers, batch, h]` (after each row's last real step);
     /// - `cache`: from [`Gru::new_cache`], filled for [`Gru::backward`].
     ///
+    /// With [`Gru::with_dropout`] and a training key in the cache ([`RnnCache::set_dropout_key`]), the
+    /// outputs of every layer but the last are dropped before the layer above reads them.
+    ///
     /// # Panics
     /// On shape mismatches (programming errors), with a message naming the tensor.
     pub fn forward(

@@ -212,6 +212,9 @@ impl<T: Float> Lstm<T> {
     /// - `hc_n`: final state `h_n`, `c_n` (after each row's last real step);
     /// - `cache`: from [`Lstm::new_cache`], filled for [`Lstm::backward`].
     ///
+    /// With [`Lstm::with_dropout`] and a training key in the cache ([`RnnCache::set_dropout_key`]), the
+    /// outputs of every layer but the last are dropped before the layer above reads them.
+    ///
     /// # Panics
     /// On shape mismatches (programming errors), with a message naming the tensor.
     pub fn forward(

@@ -11,6 +11,10 @@
 //! (`h_t = h_{t-1}`, `c_t = c_{t-1}`) and the output is exactly zero, so a padded step contributes
 //! nothing to outputs, final states or gradients; this serves left padding (SASRec) and right padding
 //! (`pack_padded_sequence`) alike.
+//!
+//! Dropout between layers (PyTorch's `dropout` argument) is off unless the network was built with
+//! `with_dropout(p)` and the cache holds a training key: the mask is regenerated from the key in the
+//! backward pass (`seqrec_tensor::dropout_forward` / `dropout_backward`), so nothing extra is stored.
 
 use std::any::TypeId;
 
