@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of benches/benches/rnn.rs: nn.GRU / nn.LSTM (1 layer, input 100, hidden 100,
 batch_first) at batch 128, length 50, f32 CPU; forward + sum(y).backward() (input requires grad, as in
-the Rust bench which computes dx). Median of repeats, with torch.set_num_threads(1) and (2).
+the Rust bench which computes dx). Median of repeats, with torch.set_num_threads(1) and (2); with one
+thread also the calling thread's CPU time (time.thread_time), which a loaded machine disturbs less.
 
 Usage: python3 scripts/bench_torch_rnn.py [repeats]
 """
@@ -28,12 +29,13 @@ def bench(cls, threads, repeats):
 
     for _ in range(5):
         once()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         once()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.thread_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main():
@@ -41,8 +43,9 @@ def main():
     print(f"torch {torch.__version__}, batch {BATCH}, seq {SEQ}, d {D}, forward+backward, median of {repeats}")
     for threads in (1, 2):
         for name, cls in (("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)):
-            m = bench(cls, threads, repeats)
-            print(f"{name}/threads={threads}: {m * 1e3:.2f} ms")
+            wall, cpu = bench(cls, threads, repeats)
+            extra = f", calling-thread CPU time {cpu * 1e3:.2f} ms" if threads == 1 else ""
+            print(f"{name}/threads={threads}: wall {wall * 1e3:.2f} ms{extra}")
 
 
 if __name__ == "__main__":

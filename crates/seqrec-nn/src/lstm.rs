@@ -16,8 +16,8 @@ use seqrec_tensor::{Float, Tensor};
 use crate::init::Rng;
 use crate::param::{Module, Param};
 use crate::rnn_common::{
-    Cell, RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState, build_layers, rnn_backward,
-    rnn_forward, rnn_step, sigmoid_inplace, tanh_inplace,
+    Cell, RnnCache, RnnConfig, RnnConfigError, RnnLayer, RnnState, build_layers, check_dropout,
+    rnn_backward, rnn_forward, rnn_step, sigmoid_inplace, tanh_inplace,
 };
 
 /// The LSTM cell for one row of `h` units.
@@ -151,6 +151,7 @@ pub struct Lstm<T> {
     /// The layers, bottom first.
     pub layers: Vec<RnnLayer<T>>,
     config: RnnConfig,
+    dropout: f64,
 }
 
 impl<T: Float> Lstm<T> {
@@ -162,7 +163,23 @@ impl<T: Float> Lstm<T> {
         Ok(Self {
             layers: build_layers(Cell::Lstm, prefix, &config, rng)?,
             config,
+            dropout: 0.0,
         })
+    }
+
+    /// Adds dropout with probability `p` on the outputs of every layer but the last (PyTorch's `dropout`
+    /// argument), applied only when the cache holds a training key ([`RnnCache::set_dropout_key`]).
+    ///
+    /// # Errors
+    /// [`RnnConfigError::Dropout`] unless `p` is in `[0, 1)`.
+    pub fn with_dropout(mut self, p: f64) -> Result<Self, RnnConfigError> {
+        self.dropout = check_dropout(p)?;
+        Ok(self)
+    }
+
+    /// The dropout probability between layers (0 without dropout).
+    pub fn dropout(&self) -> f64 {
+        self.dropout
     }
 
     /// The (validated) sizes.
@@ -195,6 +212,9 @@ impl<T: Float> Lstm<T> {
     /// - `hc_n`: final state `h_n`, `c_n` (after each row's last real step);
     /// - `cache`: from [`Lstm::new_cache`], filled for [`Lstm::backward`].
     ///
+    /// With [`Lstm::with_dropout`] and a training key in the cache ([`RnnCache::set_dropout_key`]), the
+    /// outputs of every layer but the last are dropped before the layer above reads them.
+    ///
     /// # Panics
     /// On shape mismatches (programming errors), with a message naming the tensor.
     pub fn forward(
@@ -216,6 +236,7 @@ impl<T: Float> Lstm<T> {
             x,
             mask,
             h0_c0,
+            self.dropout,
         );
     }
 
@@ -246,6 +267,7 @@ impl<T: Float> Lstm<T> {
             x,
             mask,
             cache,
+            self.dropout,
         );
     }
 

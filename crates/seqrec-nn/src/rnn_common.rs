@@ -11,11 +11,16 @@
 //! (`h_t = h_{t-1}`, `c_t = c_{t-1}`) and the output is exactly zero, so a padded step contributes
 //! nothing to outputs, final states or gradients; this serves left padding (SASRec) and right padding
 //! (`pack_padded_sequence`) alike.
+//!
+//! Dropout between layers (PyTorch's `dropout` argument) is off unless the network was built with
+//! `with_dropout(p)` and the cache holds a training key: the mask is regenerated from the key in the
+//! backward pass (`seqrec_tensor::dropout_forward` / `dropout_backward`), so nothing extra is stored.
 
 use std::any::TypeId;
 
 use seqrec_tensor::{
-    Float, Tensor, Transpose, add_bias, add_bias_backward, gemm, sigmoid_scalar, transpose,
+    DropoutKey, Float, Tensor, Transpose, add_bias, add_bias_backward, dropout_backward,
+    dropout_forward, gemm, sigmoid_scalar, splitmix64, transpose,
 };
 
 use crate::init::{Rng, torch_default_bound};
@@ -35,7 +40,7 @@ pub struct RnnConfig {
 }
 
 /// An inconsistent [`RnnConfig`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RnnConfigError {
     /// Occurs when `input_size`, `hidden_size` or `num_layers` is zero.
     #[error("RnnConfig.{field} must be at least 1, got {value}")]
@@ -44,6 +49,12 @@ pub enum RnnConfigError {
         field: &'static str,
         /// Its value (0).
         value: usize,
+    },
+    /// Occurs when the dropout probability between layers is not in `[0, 1)` (or is NaN).
+    #[error("RNN dropout between layers must be in [0, 1), got {value}")]
+    Dropout {
+        /// The rejected probability.
+        value: f64,
     },
 }
 
@@ -202,9 +213,10 @@ impl<T: Float> RnnState<T> {
         }
     }
 
-    /// Batch size.
+    /// Batch size (axis 1 of `h`; 0 if `h` was replaced by a tensor of lower rank, which the layers
+    /// then reject with a message naming the expected shape).
     pub fn batch(&self) -> usize {
-        self.h.shape()[1]
+        self.h.shape().get(1).copied().unwrap_or(0)
     }
 
     /// Sets every element (of `h` and `c`) to zero, e.g. to start a new session.
@@ -229,6 +241,10 @@ pub struct RnnCache<T> {
     gates: Vec<Tensor<T>>,
     /// Outputs of layers `0..L-1`, the inputs of the layers above: `[batch, seq, h]`.
     ys: Vec<Tensor<T>>,
+    /// With dropout between layers: `ys` after dropout, what layers `1..L` actually read.
+    ys_dropped: Vec<Tensor<T>>,
+    /// Training dropout key between layers for the next forward (and its backward); `None` = no dropout.
+    dropout_key: Option<DropoutKey>,
     /// Forward: input projections `x W_ih^T + b_ih`, `[batch, seq, G * h]`. Backward: their gradients.
     gx: Tensor<T>,
     /// Per-step `h W_hh^T`, `[batch, G * h]`.
@@ -239,6 +255,8 @@ pub struct RnnCache<T> {
     dgh: Tensor<T>,
     /// Backward: gradient of the layer output fed to the layer below, `[batch, seq, h]`.
     dy_inner: Tensor<T>,
+    /// Backward with dropout: the gradient before the dropout mask, `[batch, seq, h]`.
+    dy_tmp: Tensor<T>,
     /// Backward: carried `dL/dh_t`, `[batch, h]`.
     dh: Tensor<T>,
     /// Backward: carried `dL/dc_t` (LSTM), `[batch, h]`.
@@ -260,16 +278,28 @@ impl<T: Float> RnnCache<T> {
             ys: (1..config.num_layers)
                 .map(|_| Tensor::zeros(&[0]))
                 .collect(),
+            ys_dropped: (1..config.num_layers)
+                .map(|_| Tensor::zeros(&[0]))
+                .collect(),
+            dropout_key: None,
             gx: Tensor::zeros(&[0]),
             hh: Tensor::zeros(&[0]),
             whh_t: Tensor::zeros(&[0]),
             dgh: Tensor::zeros(&[0]),
             dy_inner: Tensor::zeros(&[0]),
+            dy_tmp: Tensor::zeros(&[0]),
             dh: Tensor::zeros(&[0]),
             dc: Tensor::zeros(&[0]),
         };
         cache.resize(cell, config.hidden_size, batch, seq);
         cache
+    }
+
+    /// Sets the dropout key between layers for the next forward and its backward: `Some(key)` in training
+    /// (a new `key.step` every training step), `None` for evaluation. Has no effect on a network built
+    /// without dropout (or with one layer).
+    pub fn set_dropout_key(&mut self, key: Option<DropoutKey>) {
+        self.dropout_key = key;
     }
 
     /// Shapes every buffer for `[batch, seq]` (no reallocation when it has held as many elements before).
@@ -281,8 +311,13 @@ impl<T: Float> RnnCache<T> {
         for t in &mut self.gates {
             t.resize(&[seq, batch, k]);
         }
+        let dropout = self.dropout_key.is_some();
         for t in self.ys.iter_mut().chain([&mut self.dy_inner]) {
             t.resize(&[batch, seq, h]);
+        }
+        // Only sized when used: a network without dropout keeps them empty.
+        for t in self.ys_dropped.iter_mut().chain([&mut self.dy_tmp]) {
+            t.resize(&[if dropout { batch } else { 0 }, seq, h]);
         }
         self.gx.resize(&[batch, seq, g]);
         self.hh.resize(&[batch, g]);
@@ -408,6 +443,7 @@ pub(crate) fn rnn_forward<T: Float>(
     x: &Tensor<T>,
     mask: Option<&[bool]>,
     init: Option<&RnnState<T>>,
+    dropout: f64,
 ) {
     let op = "rnn forward";
     let (batch, seq) = check_input(op, config, x, mask);
@@ -430,6 +466,8 @@ pub(crate) fn rnn_forward<T: Float>(
             cs,
             gates,
             ys,
+            ys_dropped,
+            dropout_key,
             gx,
             hh,
             whh_t,
@@ -438,7 +476,20 @@ pub(crate) fn rnn_forward<T: Float>(
         transpose(whh_t, &layer.weight_hh.value, 0, 1);
         let whh_t = whh_t.as_slice();
         let (ys_below, ys_here) = ys.split_at_mut(l);
-        let xin = if l == 0 { x } else { &ys_below[l - 1] };
+        // (0) layers above the first read the output below, after dropout in training
+        let xin = match (l, *dropout_key) {
+            (0, _) => x,
+            (_, Some(key)) if dropout > 0.0 => {
+                dropout_forward(
+                    &mut ys_dropped[l - 1],
+                    &ys_below[l - 1],
+                    dropout,
+                    layer_key(key, l),
+                );
+                &ys_dropped[l - 1]
+            }
+            _ => &ys_below[l - 1],
+        };
         let y: &mut Tensor<T> = if l + 1 == nl {
             &mut *out
         } else {
@@ -563,6 +614,7 @@ pub(crate) fn rnn_backward<T: Float>(
     x: &Tensor<T>,
     mask: Option<&[bool]>,
     cache: &mut RnnCache<T>,
+    dropout: f64,
 ) {
     let op = "rnn backward";
     let (batch, seq) = check_input(op, config, x, mask);
@@ -596,13 +648,17 @@ pub(crate) fn rnn_backward<T: Float>(
             cs,
             gates,
             ys,
+            ys_dropped,
+            dropout_key,
             gx: dgx,
             dgh,
             dy_inner,
+            dy_tmp,
             dh,
             dc,
             ..
         } = &mut *cache;
+        let drop_key = dropout_key.filter(|_| dropout > 0.0 && l > 0);
         // Reverse of (6): start from dL/dh_n, dL/dc_n.
         let (dh, dc) = (dh.as_mut_slice(), dc.as_mut_slice());
         match dlast {
@@ -693,7 +749,11 @@ pub(crate) fn rnn_backward<T: Float>(
         );
         add_bias_backward(&mut layer.bias_hh.grad, dgh);
         // Reverse of (1): dW_ih += dgx^T x, db_ih += sum dgx, dx = dgx W_ih.
-        let xin = if l == 0 { x } else { &ys[l - 1] };
+        let xin = match (l, drop_key) {
+            (0, _) => x,
+            (_, Some(_)) => &ys_dropped[l - 1],
+            _ => &ys[l - 1],
+        };
         gemm(
             &mut layer.weight_ih.grad,
             T::ONE,
@@ -719,6 +779,11 @@ pub(crate) fn rnn_backward<T: Float>(
                 Transpose::No,
                 T::ZERO,
             );
+        }
+        // Reverse of (0): through the dropout mask of this layer's input.
+        if let Some(key) = drop_key {
+            dropout_backward(dy_tmp, dy_inner, dropout, layer_key(key, l));
+            std::mem::swap(dy_inner, dy_tmp);
         }
     }
 }
@@ -887,7 +952,7 @@ fn tanh_f32(x: f32) -> f32 {
 /// gradient checks need).
 pub(crate) fn sigmoid_inplace<T: Float>(v: &mut [T]) {
     match as_f32_mut(v) {
-        Some(v) => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + exp_f32(-*x))),
+        Some(v) => sigmoid_f32_dispatch(v),
         None => v.iter_mut().for_each(|x| *x = sigmoid_scalar(*x)),
     }
 }
@@ -895,8 +960,62 @@ pub(crate) fn sigmoid_inplace<T: Float>(v: &mut [T]) {
 /// `v = tanh(v)` in place (vectorised polynomial for `f32`, `std` for `f64`).
 pub(crate) fn tanh_inplace<T: Float>(v: &mut [T]) {
     match as_f32_mut(v) {
-        Some(v) => v.iter_mut().for_each(|x| *x = tanh_f32(*x)),
+        Some(v) => tanh_f32_dispatch(v),
         None => v.iter_mut().for_each(|x| *x = x.tanh()),
+    }
+}
+
+/// Defines `$name(v: &mut [f32])` applying `$f` to every element, compiled three times (baseline SSE2,
+/// AVX2, AVX-512F) and dispatched on the running CPU. The arithmetic is the same IEEE operations in
+/// every version (no FMA contraction), so results are bit-identical whichever version runs.
+macro_rules! multiversion_map {
+    ($name:ident, $f:expr) => {
+        fn $name(v: &mut [f32]) {
+            #[inline(always)]
+            fn body(v: &mut [f32]) {
+                v.iter_mut().for_each(|x| *x = $f(*x));
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512(v: &mut [f32]) {
+                    body(v)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2(v: &mut [f32]) {
+                    body(v)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked on the line above).
+                    return unsafe { avx512(v) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked on the line above).
+                    return unsafe { avx2(v) };
+                }
+            }
+            body(v)
+        }
+    };
+}
+
+multiversion_map!(sigmoid_f32_dispatch, |x: f32| 1.0 / (1.0 + exp_f32(-x)));
+multiversion_map!(tanh_f32_dispatch, tanh_f32);
+
+/// Checks a dropout probability between layers.
+pub(crate) fn check_dropout(p: f64) -> Result<f64, RnnConfigError> {
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(RnnConfigError::Dropout { value: p })
+    }
+}
+
+/// The dropout key of the input of layer `l` (>= 1): the caller's key with the layer mixed into the seed.
+fn layer_key(key: DropoutKey, l: usize) -> DropoutKey {
+    DropoutKey {
+        seed: key.seed ^ splitmix64(0x524e_4e00 + l as u64),
+        step: key.step,
     }
 }
 

@@ -6,7 +6,7 @@ use seqrec_nn::gradcheck::{GradTolerance, check_input, check_module, dot};
 use seqrec_nn::{
     Gru, Lstm, Module, Param, RnnCache, RnnConfig, RnnConfigError, RnnState, init::Rng,
 };
-use seqrec_tensor::Tensor;
+use seqrec_tensor::{DropoutKey, Tensor};
 
 /// A GRU or an LSTM behind one interface, so every test runs on both cells.
 #[derive(Clone, Debug)]
@@ -22,6 +22,12 @@ impl Net {
             Net::Lstm(Lstm::new("rnn", cfg, &mut rng).unwrap())
         } else {
             Net::Gru(Gru::new("rnn", cfg, &mut rng).unwrap())
+        }
+    }
+    fn with_dropout(self, p: f64) -> Self {
+        match self {
+            Net::Gru(n) => Net::Gru(n.with_dropout(p).unwrap()),
+            Net::Lstm(n) => Net::Lstm(n.with_dropout(p).unwrap()),
         }
     }
     fn zero_state(&self, batch: usize) -> RnnState<f64> {
@@ -107,6 +113,7 @@ struct Case {
     mask: Vec<bool>,
     ry: Tensor<f64>,
     rlast: RnnState<f64>,
+    dropout_key: Option<DropoutKey>,
 }
 
 fn random_state(net: &Net, batch: usize, rng: &mut Rng) -> RnnState<f64> {
@@ -152,6 +159,7 @@ impl Case {
             mask,
             ry,
             rlast,
+            dropout_key: None,
         }
     }
 
@@ -159,6 +167,7 @@ impl Case {
         let mut y = Tensor::zeros(&[self.batch, self.seq, self.cfg.hidden_size]);
         let mut last = net.zero_state(self.batch);
         let mut cache = net.new_cache(self.batch, self.seq);
+        cache.set_dropout_key(self.dropout_key);
         net.forward(
             &mut y,
             &mut last,
@@ -179,6 +188,7 @@ impl Case {
         let mut y = Tensor::zeros(&[self.batch, self.seq, self.cfg.hidden_size]);
         let mut last = self.net.zero_state(self.batch);
         let mut cache = self.net.new_cache(self.batch, self.seq);
+        cache.set_dropout_key(self.dropout_key);
         self.net.forward(
             &mut y,
             &mut last,
@@ -520,5 +530,236 @@ fn zero_sizes_are_typed_errors_naming_the_field() {
         assert_eq!(err, RnnConfigError::Zero { field, value: 0 });
         assert!(err.to_string().contains(field), "{err}");
         assert!(Lstm::<f32>::new("l", cfg, &mut Rng::new(0)).is_err());
+    }
+}
+
+/// `None` for dx, dh0 and dh_n gives the same parameter gradients as passing buffers and a zero dh_n.
+#[test]
+fn optional_gradients_can_be_skipped() {
+    for lstm in [false, true] {
+        let mask = vec![true, false, true, true, true, false];
+        let mut c = Case::new(lstm, 2, 2, 3, 2, 3, mask.clone(), 11);
+        let mut zero_last = c.net.zero_state(2);
+        zero_last.reset();
+        c.rlast = zero_last;
+        c.net.zero_grad();
+        let _ = c.run();
+        let with = c.net.grads();
+
+        let mut y = Tensor::zeros(&[2, 3, 3]);
+        let mut last = c.net.zero_state(2);
+        let mut cache = c.net.new_cache(2, 3);
+        c.net.forward(
+            &mut y,
+            &mut last,
+            &mut cache,
+            &c.x,
+            Some(&mask),
+            Some(&c.init),
+        );
+        c.net.zero_grad();
+        c.net
+            .backward(None, None, &c.ry, None, &c.x, Some(&mask), &mut cache);
+        assert_eq!(with, c.net.grads());
+    }
+}
+
+/// Empty batches and empty sequences run without panicking; with no steps the final state is h0.
+#[test]
+fn empty_shapes_are_fine() {
+    for lstm in [false, true] {
+        let cfg = RnnConfig {
+            input_size: 2,
+            hidden_size: 3,
+            num_layers: 2,
+        };
+        let mut net = Net::new(lstm, cfg, 1);
+        let init = random_state(&net, 2, &mut Rng::new(2));
+        let x = Tensor::zeros(&[2, 0, 2]);
+        let mut y = Tensor::zeros(&[2, 0, 3]);
+        let mut last = net.zero_state(2);
+        let mut cache = net.new_cache(2, 0);
+        net.forward(&mut y, &mut last, &mut cache, &x, None, Some(&init));
+        assert_eq!(last.h.to_vec(), init.h.to_vec());
+        let mut dinit = net.zero_state(2);
+        let dlast = random_state(&net, 2, &mut Rng::new(3));
+        net.zero_grad();
+        net.backward(
+            None,
+            Some(&mut dinit),
+            &y,
+            Some(&dlast),
+            &x,
+            None,
+            &mut cache,
+        );
+        assert_eq!(dinit.h.to_vec(), dlast.h.to_vec());
+        assert!(net.grads().iter().flatten().all(|&g| g == 0.0));
+
+        let x = Tensor::zeros(&[0, 4, 2]);
+        let mut y = Tensor::zeros(&[0, 4, 3]);
+        let mut last = net.zero_state(0);
+        let mut cache = net.new_cache(0, 4);
+        net.forward(&mut y, &mut last, &mut cache, &x, None, None);
+        net.backward(None, None, &y, None, &x, None, &mut cache);
+    }
+}
+
+/// The f32 path (polynomial sigmoid / tanh) agrees with the f64 path at a realistic width.
+#[test]
+fn f32_matches_f64_at_width_64() {
+    let cfg = RnnConfig {
+        input_size: 32,
+        hidden_size: 64,
+        num_layers: 2,
+    };
+    let (batch, seq) = (4, 12);
+    let mut rng = Rng::new(21);
+    let x64 = rng.normal_tensor::<f64>(&[batch, seq, 32], 1.0);
+    let dy64 = rng.normal_tensor::<f64>(&[batch, seq, 64], 1.0);
+    let mask: Vec<bool> = (0..batch * seq).map(|i| i % seq >= i / seq).collect();
+    let tol = seqrec_tensor::Tolerance {
+        relative: 1e-4,
+        absolute: 1e-5,
+    };
+    for lstm in [false, true] {
+        let net64 = Net::new(lstm, cfg, 5);
+        let run64 = |net: &mut Net| {
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = net.zero_state(batch);
+            let mut cache = net.new_cache(batch, seq);
+            net.forward(&mut y, &mut last, &mut cache, &x64, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            net.zero_grad();
+            net.backward(
+                Some(&mut dx),
+                None,
+                &dy64,
+                None,
+                &x64,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        };
+        let (y64, dx64) = run64(&mut net64.clone());
+        let (x32, dy32) = (x64.cast::<f32>(), dy64.cast::<f32>());
+        let (y32, dx32) = if lstm {
+            let Net::Lstm(n) = &net64 else { unreachable!() };
+            let mut n32 = Lstm::<f32>::new("rnn", cfg, &mut Rng::new(0)).unwrap();
+            let mut vals = Vec::new();
+            n.visit_params(&mut |p| vals.push(p.value.cast::<f32>()));
+            let mut it = vals.into_iter();
+            n32.visit_params_mut(&mut |p| p.value = it.next().unwrap());
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = n32.zero_state(batch);
+            let mut cache = n32.new_cache(batch, seq);
+            n32.forward(&mut y, &mut last, &mut cache, &x32, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            n32.backward(
+                Some(&mut dx),
+                None,
+                &dy32,
+                None,
+                &x32,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        } else {
+            let Net::Gru(n) = &net64 else { unreachable!() };
+            let mut n32 = Gru::<f32>::new("rnn", cfg, &mut Rng::new(0)).unwrap();
+            let mut vals = Vec::new();
+            n.visit_params(&mut |p| vals.push(p.value.cast::<f32>()));
+            let mut it = vals.into_iter();
+            n32.visit_params_mut(&mut |p| p.value = it.next().unwrap());
+            let mut y = Tensor::zeros(&[batch, seq, 64]);
+            let mut last = n32.zero_state(batch);
+            let mut cache = n32.new_cache(batch, seq);
+            n32.forward(&mut y, &mut last, &mut cache, &x32, Some(&mask), None);
+            let mut dx = Tensor::zeros(&[batch, seq, 32]);
+            n32.backward(
+                Some(&mut dx),
+                None,
+                &dy32,
+                None,
+                &x32,
+                Some(&mask),
+                &mut cache,
+            );
+            (y, dx)
+        };
+        tol.check(y32.as_slice(), y64.cast::<f32>().as_slice())
+            .unwrap_or_else(|e| panic!("lstm={lstm} y: {e}"));
+        tol.check(dx32.as_slice(), dx64.cast::<f32>().as_slice())
+            .unwrap_or_else(|e| panic!("lstm={lstm} dx: {e}"));
+    }
+}
+
+#[test]
+#[should_panic(expected = "x must be [batch, seq, 3]")]
+fn wrong_input_width_panics_with_the_shapes() {
+    let cfg = RnnConfig {
+        input_size: 3,
+        hidden_size: 2,
+        num_layers: 1,
+    };
+    let gru = Gru::<f32>::new("g", cfg, &mut Rng::new(0)).unwrap();
+    let x = Tensor::zeros(&[1, 2, 4]);
+    let mut y = Tensor::zeros(&[1, 2, 2]);
+    let mut last = gru.zero_state(1);
+    let mut cache = gru.new_cache(1, 2);
+    gru.forward(&mut y, &mut last, &mut cache, &x, None, None);
+}
+
+/// Dropout between layers (training key set): gradients still match finite differences (the mask is a
+/// fixed function of the key), it changes the outputs, and without a key the network equals one built
+/// without dropout.
+#[test]
+fn dropout_between_layers() {
+    let key = DropoutKey { seed: 17, step: 3 };
+    for lstm in [false, true] {
+        let mask = vec![true, true, false, true, true, true, false, false];
+        let mut c = Case::new(lstm, 2, 2, 4, 3, 5, mask.clone(), 13);
+        let (y_plain, ..) = c.run();
+        c.net = c.net.clone().with_dropout(0.4);
+        let (y_eval, ..) = c.run();
+        assert_eq!(y_plain.to_vec(), y_eval.to_vec(), "no key: no dropout");
+        c.dropout_key = Some(key);
+        let (y_train, ..) = c.run();
+        assert_ne!(
+            y_plain.to_vec(),
+            y_train.to_vec(),
+            "key set: dropout applied"
+        );
+        // Padded steps still output exactly zero.
+        for (p, &real) in mask.iter().enumerate() {
+            if !real {
+                assert!(
+                    y_train.as_slice()[p * 5..(p + 1) * 5]
+                        .iter()
+                        .all(|&v| v == 0.0)
+                );
+            }
+        }
+        gradcheck_case(c);
+    }
+    let cfg = RnnConfig {
+        input_size: 2,
+        hidden_size: 3,
+        num_layers: 2,
+    };
+    for p in [1.0, -0.1, f64::NAN] {
+        let err = Gru::<f32>::new("g", cfg, &mut Rng::new(0))
+            .unwrap()
+            .with_dropout(p)
+            .unwrap_err();
+        assert!(matches!(err, RnnConfigError::Dropout { .. }), "{err}");
+        assert!(
+            Lstm::<f32>::new("l", cfg, &mut Rng::new(0))
+                .unwrap()
+                .with_dropout(p)
+                .is_err()
+        );
     }
 }
