@@ -57,22 +57,27 @@ pub(crate) unsafe fn sgemm(
     unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
 }
 
-/// Packs `B[k0..k0 + kc, 0..n]` into `ceil(n / NR)` panels of `[kc][NR]`, zero-padding the last panel.
+/// Packs `B[k0..k0 + kc, 0..n]` into `ceil(n / NR)` panels of `[kc][NR]`, zero-padding the last panel,
+/// and returns the packed slice, which starts on a 64-byte boundary inside `buf` (a zmm load that
+/// straddles two cache lines costs two).
 ///
 /// # Safety
 /// `b` with strides `(rsb, csb)` must address a valid `[k0 + kc, n]` matrix.
 unsafe fn pack_b(
-    dst: &mut Vec<f32>,
+    buf: &mut Vec<f32>,
     b: *const f32,
     rsb: isize,
     csb: isize,
     k0: usize,
     kc: usize,
     n: usize,
-) {
+) -> &[f32] {
     let panels = n.div_ceil(NR);
-    dst.clear();
-    dst.resize(panels * kc * NR, 0.0);
+    let len = panels * kc * NR;
+    buf.clear();
+    buf.resize(len + 16, 0.0);
+    let skew = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
+    let dst = &mut buf[skew..skew + len];
     for jp in 0..panels {
         let j0 = jp * NR;
         let w = NR.min(n - j0);
@@ -92,6 +97,7 @@ unsafe fn pack_b(
             }
         }
     }
+    &buf[skew..skew + len]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -118,7 +124,7 @@ unsafe fn sgemm_avx512(
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             // SAFETY: rows k0..k0 + kc of B exist because k0 + kc <= k.
-            unsafe { pack_b(&mut pack, b, rsb, csb, k0, kc, n) };
+            let packed = unsafe { pack_b(&mut pack, b, rsb, csb, k0, kc, n) };
             // Later k-blocks add onto the partial result of the earlier ones.
             let beta_k = if k0 == 0 { beta } else { 1.0 };
             for i0 in (0..m).step_by(MB) {
@@ -126,7 +132,7 @@ unsafe fn sgemm_avx512(
                 for jp in 0..panels {
                     let j0 = jp * NR;
                     let nr = NR.min(n - j0);
-                    let bp = pack[jp * kc * NR..].as_ptr();
+                    let bp = packed[jp * kc * NR..].as_ptr();
                     for ii in (0..mb).step_by(MR) {
                         let i = i0 + ii;
                         let mr = MR.min(m - i);
