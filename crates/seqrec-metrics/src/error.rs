@@ -90,4 +90,7 @@ pub enum MetricsError {
         /// The limit, [`MAX_EXACT_N`](crate::stats::MAX_EXACT_N).
         max: usize,
     },
+    /// Occurs when two reports compared user by user do not cover the same users.
+    #[error("the two runs do not cover the same users: {0}")]
+    UsersDiffer(String),
 }

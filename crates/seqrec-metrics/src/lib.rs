@@ -11,9 +11,10 @@
 //!   Precision, MAP at configurable [`Cutoffs`] (default 5, 10, 20), means and per-user values.
 //! - **Top-k** ([`TopK`], [`top_k`]): partial selection with deterministic tie-break (lower id first).
 //! - **Catalogue** ([`CatalogueAccumulator`], [`gini`]): coverage@k, average popularity, Gini index.
-//! - **Paired statistics** ([`paired_test`], [`paired_t`], [`wilcoxon`]): mean difference with 95% CI,
-//!   paired t-test, Wilcoxon signed-rank test, matching `scipy.stats`; [`special`] holds the hand-written
-//!   Student-t and normal distributions.
+//! - **Paired statistics** ([`MetricReport::compare`], [`paired_test`], [`paired_t`], [`wilcoxon`]): mean
+//!   difference with 95% CI, paired t-test, Wilcoxon signed-rank test (exact or normal approximation with
+//!   tie and zero corrections), matching `scipy.stats`; [`special`] holds the hand-written Student-t and
+//!   normal distributions.
 //!
 //! ```
 //! use seqrec_metrics::{rank_full, Cutoffs, Exclude, Metric, MetricAccumulator, NanPolicy};

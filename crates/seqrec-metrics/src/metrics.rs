@@ -17,7 +17,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::MetricsError;
+use crate::{MetricsError, PairedTest, paired_test};
 
 /// The cut-offs used unless configured otherwise.
 pub const DEFAULT_CUTOFFS: [usize; 3] = [5, 10, 20];
@@ -318,6 +318,46 @@ impl MetricReport {
             .iter()
             .map(|&r| metric.value(r as usize))
             .collect()
+    }
+
+    /// Paired comparison of `self` (run `a`) against `other` (run `b`) on `metric`, user by user: mean
+    /// difference `a - b` with 95% CI, paired t-test and Wilcoxon test (see [`paired_test`]).
+    ///
+    /// # Errors
+    /// [`MetricsError::UsersDiffer`] unless both reports hold exactly the same users; those of
+    /// [`paired_test`] otherwise (e.g. fewer than 2 users).
+    ///
+    /// ```
+    /// use seqrec_metrics::{Cutoffs, Metric, MetricAccumulator};
+    /// let (mut a, mut b) = (MetricAccumulator::new(Cutoffs::default()), MetricAccumulator::new(Cutoffs::default()));
+    /// for u in 0..20 {
+    ///     a.add(u, (u % 4) as usize); // run a: ranks 0..3
+    ///     b.add(u, (u % 4) as usize + 8); // run b: 8 places worse for everyone
+    /// }
+    /// let cmp = a.finish().unwrap().compare(&b.finish().unwrap(), Metric::Hr(5)).unwrap();
+    /// assert_eq!(cmp.t.mean_diff, 1.0); // every user: HR@5 1 vs 0
+    /// assert!(cmp.wilcoxon.p_value < 1e-4);
+    /// ```
+    pub fn compare(
+        &self,
+        other: &MetricReport,
+        metric: Metric,
+    ) -> Result<PairedTest, MetricsError> {
+        if self.users != other.users {
+            let first = self
+                .users
+                .iter()
+                .zip(&other.users)
+                .position(|(x, y)| x != y);
+            return Err(MetricsError::UsersDiffer(match first {
+                Some(i) => format!(
+                    "user {} vs user {} at position {i}",
+                    self.users[i], other.users[i]
+                ),
+                None => format!("{} vs {} users", self.users.len(), other.users.len()),
+            }));
+        }
+        paired_test(&self.per_user(metric), &other.per_user(metric))
     }
 
     /// Writes `user,rank,HR@k,NDCG@k,MRR@k,...,MRR` (one row per user, configured cut-offs) as CSV.

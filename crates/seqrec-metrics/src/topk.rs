@@ -96,7 +96,8 @@ impl TopK {
         self.ids.clear();
         self.scores.clear();
         exclude.validate(row.len())?;
-        if row.len() > 1 && row[1..].iter().any(|s| s.is_nan()) {
+        // Branch-free NaN screen (vectorises, unlike an early-exit `any`); the slow search runs only on error.
+        if row.len() > 1 && row[1..].iter().fold(false, |any, s| any | s.is_nan()) {
             let bad =
                 (1..row.len() as u32).find(|&i| row[i as usize].is_nan() && !exclude.contains(i));
             if let Some(item) = bad {
@@ -117,18 +118,26 @@ impl TopK {
             i += 1;
         }
         // Replace phase. Ids arrive ascending, so a later item that ties the worst kept one loses the
-        // tie-break: only a strictly greater score gets in (NaN never does).
+        // tie-break: only a strictly greater score gets in (NaN never does). Most items do not get in, so
+        // each block of 64 is first screened with a branch-free (vectorised) "any score > threshold"; only
+        // blocks that pass are walked one by one.
         let mut threshold = self.heap.peek().map_or(f32::INFINITY, |w| w.score);
-        for (j, &score) in row.iter().enumerate().skip(i) {
-            if score > threshold && !exclude.contains(j as u32) {
-                let mut worst = self.heap.peek_mut().expect("heap holds k >= 1 items");
-                *worst = Worse {
-                    score,
-                    id: j as u32,
-                };
-                drop(worst);
-                threshold = self.heap.peek().map_or(f32::INFINITY, |w| w.score);
+        let mut start = i;
+        while start < row.len() {
+            let end = (start + 64).min(row.len());
+            let block = &row[start..end];
+            if block.iter().fold(false, |any, &s| any | (s > threshold)) {
+                for (off, &score) in block.iter().enumerate() {
+                    let id = (start + off) as u32;
+                    if score > threshold && !exclude.contains(id) {
+                        let mut worst = self.heap.peek_mut().expect("heap holds k >= 1 items");
+                        *worst = Worse { score, id };
+                        drop(worst);
+                        threshold = self.heap.peek().map_or(f32::INFINITY, |w| w.score);
+                    }
+                }
             }
+            start = end;
         }
         let mut kept = std::mem::take(&mut self.heap).into_vec();
         // Sorting the k kept items (not the row): best first.

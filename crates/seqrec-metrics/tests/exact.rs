@@ -241,6 +241,45 @@ fn accumulator_means_by_hand() {
 }
 
 #[test]
+fn compare_checks_users_and_pairs_by_user() {
+    let mut a = MetricAccumulator::new(Cutoffs::default());
+    let mut b = MetricAccumulator::new(Cutoffs::default());
+    // Added in different orders: pairing is by user id, not by insertion order.
+    for (u, r) in [(1, 0), (2, 3), (3, 12)] {
+        a.add(u, r);
+    }
+    for (u, r) in [(3, 0), (1, 0), (2, 30)] {
+        b.add(u, r);
+    }
+    let (ra, rb) = (a.finish().unwrap(), b.finish().unwrap());
+    // HR@10 per user: a = [1, 1, 0], b = [1, 0, 1] -> d = [0, 1, -1], mean 0, sd 1.
+    let cmp = ra.compare(&rb, Metric::Hr(10)).unwrap();
+    assert_eq!(
+        (cmp.mean_a, cmp.mean_b, cmp.t.mean_diff),
+        (2.0 / 3.0, 2.0 / 3.0, 0.0)
+    );
+    assert_eq!(cmp.t.sd_diff, 1.0);
+    assert_eq!(cmp.t.p_value, 1.0); // t = 0
+    // Wilcoxon: zero dropped, |d| = [1, 1] tie at rank 1.5 each: R+ = R- = 1.5; exact p = 1.
+    assert_eq!(
+        (
+            cmp.wilcoxon.r_plus,
+            cmp.wilcoxon.r_minus,
+            cmp.wilcoxon.p_value
+        ),
+        (1.5, 1.5, 1.0)
+    );
+    let mut c = MetricAccumulator::new(Cutoffs::default());
+    c.add(1, 0);
+    c.add(2, 0);
+    c.add(4, 0);
+    assert!(matches!(
+        ra.compare(&c.finish().unwrap(), Metric::Mrr),
+        Err(MetricsError::UsersDiffer(_))
+    ));
+}
+
+#[test]
 fn per_user_csv_is_exact() {
     let mut acc = MetricAccumulator::new(Cutoffs::new([2]).unwrap());
     acc.add(5, 2);
