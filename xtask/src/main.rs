@@ -17,12 +17,15 @@ enum Command {
     /// Read, inspect and prepare interaction logs.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Run what CI runs: `cargo fmt --check`, clippy with `-D warnings`, the test suite (`.ci/run`).
+    Ci,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Ci => run_ci(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -31,4 +34,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `.ci/run` from the workspace root.
+fn run_ci() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root");
+    let status = std::process::Command::new("bash")
+        .arg(root.join(".ci/run"))
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), ".ci/run failed ({status})");
+    Ok(())
 }
