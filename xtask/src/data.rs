@@ -254,7 +254,7 @@ fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<String> 
             writeln!(
                 o,
                 "(no timestamps in this format: times are event positions)"
-            );
+            )?;
         }
         writeln!(o, "{s}")?;
         eprintln!("read in {:.3} s", start.elapsed().as_secs_f64());
@@ -321,7 +321,7 @@ fn prepare_cmd(
             writeln!(
                 o,
                 "read           {events} events, {users} users, {items} items ({format})"
-            );
+            )?;
         }
         writeln!(o, "{s}")?;
         writeln!(o, "cache          {} ({status})", path.display())?;
