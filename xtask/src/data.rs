@@ -218,6 +218,20 @@ fn report_skipped(log: &RawLog) {
     }
 }
 
+/// Reads a log, reporting skipped lines and the parse rate on stderr.
+fn timed_read(file: &Path, opts: &ReadOptions) -> anyhow::Result<RawLog> {
+    let start = Instant::now();
+    let log = read_log(file, opts)?;
+    let secs = start.elapsed().as_secs_f64();
+    report_skipped(&log);
+    eprintln!(
+        "parsed {} events in {secs:.3} s ({:.1} M events/s)",
+        log.n_events(),
+        log.n_events() as f64 / secs / 1e6
+    );
+    Ok(log)
+}
+
 fn stats_json(s: &Stats, extra: serde_json::Value) -> anyhow::Result<String> {
     let mut v = serde_json::to_value(s)?;
     if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
@@ -230,8 +244,7 @@ fn stats_json(s: &Stats, extra: serde_json::Value) -> anyhow::Result<String> {
 fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<String> {
     let mut o = String::new();
     let start = Instant::now();
-    let log = read_log(file, opts)?;
-    report_skipped(&log);
+    let log = timed_read(file, opts)?;
     let (format, sessions, has_timestamps, skipped) =
         (log.format, log.sessions, log.has_timestamps, log.skipped);
     let ds = prepare_owned(log, &PrepareConfig::default())?;
@@ -287,8 +300,7 @@ fn prepare_cmd(
                 }
                 other => format!("rebuilt ({other})"),
             };
-            let log = read_log(file, opts)?;
-            report_skipped(&log);
+            let log = timed_read(file, opts)?;
             let raw = (
                 log.n_events(),
                 log.n_users(),
