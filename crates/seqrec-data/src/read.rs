@@ -329,7 +329,14 @@ fn read_impl<R: Read>(
             .map_err(|(expected, found)| DataError::Header {
                 path: name.to_owned(),
                 expected,
-                found,
+                found: match opts.format {
+                    // A guessed format may be the real cause: say what was guessed.
+                    None => format!(
+                        "{found} (format detected as {}; name another with --format)",
+                        format.name()
+                    ),
+                    Some(_) => found,
+                },
             })?;
             b.sessions = p.sessions;
             b.has_time = p.time.is_some();
