@@ -547,7 +547,9 @@ pub(crate) struct LineReader<R> {
     line_no: u64,
 }
 
-const CHUNK: usize = 1 << 22;
+/// Initial read buffer (grows for longer lines). 256 KiB amortises the read syscalls while
+/// staying in L2 (one syscall per ~10,000 MovieLens lines).
+const CHUNK: usize = 1 << 18;
 
 impl<R: Read> LineReader<R> {
     pub(crate) fn new(reader: R) -> Self {
