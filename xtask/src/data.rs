@@ -111,6 +111,9 @@ pub struct ReadArgs {
     /// Skip malformed lines (reporting how many and the first few) instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
+    /// Parse header-less formats on all cores (same result; helps with many free cores).
+    #[arg(long)]
+    parallel: bool,
 }
 
 impl ReadArgs {
@@ -125,6 +128,7 @@ impl ReadArgs {
                 session: self.session_col.clone(),
             },
             skip_invalid: self.skip_invalid,
+            parallel: self.parallel,
         }
     }
 }
