@@ -31,6 +31,13 @@ fn ml1m(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(1_000_209));
     g.bench_function("read", |b| b.iter(|| read_log(&src, &opts).unwrap()));
+    let par = ReadOptions {
+        parallel: true,
+        ..ReadOptions::default()
+    };
+    g.bench_function("read_parallel", |b| {
+        b.iter(|| read_log(&src, &par).unwrap())
+    });
     g.bench_function("read_prepare_sasrec", |b| {
         b.iter(|| prepare(&read_log(&src, &opts).unwrap(), &cfg).unwrap())
     });

@@ -1,5 +1,6 @@
 //! `cargo xtask data ...`: inspect, prepare and generate interaction logs.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -110,6 +111,9 @@ pub struct ReadArgs {
     /// Skip malformed lines (reporting how many and the first few) instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
+    /// Parse header-less formats on all cores (same result; helps with many free cores).
+    #[arg(long)]
+    parallel: bool,
 }
 
 impl ReadArgs {
@@ -124,6 +128,7 @@ impl ReadArgs {
                 session: self.session_col.clone(),
             },
             skip_invalid: self.skip_invalid,
+            parallel: self.parallel,
         }
     }
 }
@@ -141,7 +146,10 @@ fn parse_kcore(s: &str) -> Result<KCore, String> {
 /// Runs a data subcommand.
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
-        DataCommand::Stats { file, read, json } => stats(&file, &read.options(), json),
+        DataCommand::Stats { file, read, json } => {
+            print!("{}", stats(&file, &read.options(), json)?);
+            Ok(())
+        }
         DataCommand::Prepare {
             file,
             out,
@@ -166,7 +174,8 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 b = b.session_gap(g);
             }
             let cfg = b.build()?;
-            prepare_cmd(&file, &out, &read.options(), &cfg, json)
+            print!("{}", prepare_cmd(&file, &out, &read.options(), &cfg, json)?);
+            Ok(())
         }
         DataCommand::Synth {
             events,
@@ -213,6 +222,20 @@ fn report_skipped(log: &RawLog) {
     }
 }
 
+/// Reads a log, reporting skipped lines and the parse rate on stderr.
+fn timed_read(file: &Path, opts: &ReadOptions) -> anyhow::Result<RawLog> {
+    let start = Instant::now();
+    let log = read_log(file, opts)?;
+    let secs = start.elapsed().as_secs_f64();
+    report_skipped(&log);
+    eprintln!(
+        "parsed {} events in {secs:.3} s ({:.1} M events/s)",
+        log.n_events(),
+        log.n_events() as f64 / secs / 1e6
+    );
+    Ok(log)
+}
+
 fn stats_json(s: &Stats, extra: serde_json::Value) -> anyhow::Result<String> {
     let mut v = serde_json::to_value(s)?;
     if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
@@ -221,10 +244,11 @@ fn stats_json(s: &Stats, extra: serde_json::Value) -> anyhow::Result<String> {
     Ok(serde_json::to_string(&v)?)
 }
 
-fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<()> {
+/// Runs `data stats` and returns what it prints on stdout.
+fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<String> {
+    let mut o = String::new();
     let start = Instant::now();
-    let log = read_log(file, opts)?;
-    report_skipped(&log);
+    let log = timed_read(file, opts)?;
     let (format, sessions, has_timestamps, skipped) =
         (log.format, log.sessions, log.has_timestamps, log.skipped);
     let ds = prepare_owned(log, &PrepareConfig::default())?;
@@ -237,28 +261,33 @@ fn stats(file: &Path, opts: &ReadOptions, json: bool) -> anyhow::Result<()> {
             "timestamps": if has_timestamps { "file" } else { "positions" },
             "skipped_lines": skipped,
         });
-        println!("{}", stats_json(&s, extra)?);
+        writeln!(o, "{}", stats_json(&s, extra)?)?;
     } else {
-        println!("file           {} ({})", file.display(), format.name());
+        writeln!(o, "file           {} ({})", file.display(), format.name())?;
         if sessions {
-            println!("(sequences are sessions: \"users\" counts sessions)");
+            writeln!(o, "(sequences are sessions: \"users\" counts sessions)")?;
         }
         if !has_timestamps {
-            println!("(no timestamps in this format: times are event positions)");
+            writeln!(
+                o,
+                "(no timestamps in this format: times are event positions)"
+            )?;
         }
-        println!("{s}");
+        writeln!(o, "{s}")?;
         eprintln!("read in {:.3} s", start.elapsed().as_secs_f64());
     }
-    Ok(())
+    Ok(o)
 }
 
+/// Runs `data prepare` and returns what it prints on stdout.
 fn prepare_cmd(
     file: &Path,
     out: &Path,
     opts: &ReadOptions,
     cfg: &PrepareConfig,
     json: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
+    let mut o = String::new();
     let start = Instant::now();
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create the output directory", out.display()))?;
@@ -275,8 +304,7 @@ fn prepare_cmd(
                 }
                 other => format!("rebuilt ({other})"),
             };
-            let log = read_log(file, opts)?;
-            report_skipped(&log);
+            let log = timed_read(file, opts)?;
             let raw = (
                 log.n_events(),
                 log.n_users(),
@@ -303,14 +331,132 @@ fn prepare_cmd(
             extra["raw"] = serde_json::json!({ "events": events, "users": users, "items": items, "format": format });
             extra["skipped_lines"] = serde_json::json!(skipped);
         }
-        println!("{}", stats_json(&s, extra)?);
+        writeln!(o, "{}", stats_json(&s, extra)?)?;
     } else {
         if let Some((events, users, items, _, format)) = raw {
-            println!("read           {events} events, {users} users, {items} items ({format})");
+            writeln!(
+                o,
+                "read           {events} events, {users} users, {items} items ({format})"
+            )?;
         }
-        println!("{s}");
-        println!("cache          {} ({status})", path.display());
+        writeln!(o, "{s}")?;
+        writeln!(o, "cache          {} ({status})", path.display())?;
         eprintln!("done in {secs:.3} s");
     }
-    Ok(())
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: DataCommand,
+    }
+
+    fn data(name: &str) -> PathBuf {
+        let dir = std::env::var_os("SEQREC_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        let p = dir.join(name);
+        assert!(
+            p.is_file(),
+            "missing dataset {} (set SEQREC_DATA_DIR)",
+            p.display()
+        );
+        p
+    }
+
+    #[test]
+    fn stats_json_has_integer_counts() {
+        let out = stats(&data("ml-100k-u.data"), &ReadOptions::default(), true).unwrap();
+        assert_eq!(out.lines().count(), 1, "one JSON object on one line");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["users"].as_u64(), Some(943));
+        assert_eq!(v["items"].as_u64(), Some(1_682));
+        assert_eq!(v["events"].as_u64(), Some(100_000));
+        assert_eq!(v["format"], "ml100k");
+    }
+
+    #[test]
+    fn prepare_builds_then_hits_the_cache() {
+        let dir = std::env::temp_dir().join(format!("seqrec-xtask-test-{}", std::process::id()));
+        let file = data("ml-100k-u.data");
+        let args = [
+            "t",
+            "prepare",
+            file.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--min-item-events",
+            "5",
+            "--json",
+        ];
+        let run_once = || {
+            let Cli {
+                cmd:
+                    DataCommand::Prepare {
+                        file,
+                        out,
+                        read,
+                        min_user_events,
+                        min_item_events,
+                        kcore,
+                        rating_threshold,
+                        dedup,
+                        session_gap,
+                        json,
+                    },
+            } = Cli::try_parse_from(args).unwrap()
+            else {
+                panic!("parsed another command")
+            };
+            assert_eq!(
+                (
+                    min_user_events,
+                    min_item_events,
+                    kcore,
+                    rating_threshold,
+                    dedup,
+                    session_gap
+                ),
+                (0, 5, KCore::Iterative, None, Dedup::KeepAll, None)
+            );
+            let cfg = PrepareConfig::builder()
+                .min_item_events(min_item_events)
+                .build()
+                .unwrap();
+            let text = prepare_cmd(&file, &out, &read.options(), &cfg, json).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let first = run_once();
+        let second = run_once();
+        assert_eq!(first["cache_status"], "built");
+        assert_eq!(second["cache_status"], "hit");
+        assert_eq!(first["events"], second["events"]);
+        assert_eq!(first["raw"]["events"].as_u64(), Some(100_000));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(
+            Cli::try_parse_from(["t", "prepare", "x", "--out", "d", "--dedup", "sometimes"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["t", "stats", "x", "--format", "parquet"]).is_err());
+        let err = stats(
+            Path::new("/nonexistent/log.dat"),
+            &ReadOptions::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("/nonexistent/log.dat: "),
+            "{err:#}"
+        );
+    }
 }

@@ -463,6 +463,11 @@ fn run(input: Input<'_>, cfg: &PrepareConfig) -> Result<Dataset> {
             cfg.fingerprint()
         )));
     }
+    // Owned inputs: free the log before the vocabularies build their hash indexes, which
+    // is where peak memory would otherwise be reached.
+    drop((
+        items, times, order, seq_off, seq_key, seq_part, item_dense, user_ids, item_ids,
+    ));
     let users = Vocab::from_originals(user_originals)
         .map_err(|d| DataError::NothingLeft(format!("duplicate user id {d:?}")))?;
     let items = Vocab::from_originals(item_originals)

@@ -124,9 +124,10 @@ fn header_not_matching_mapping() {
         err.to_string()
             .starts_with("x.csv:1: header does not match")
     );
-    // No recognisable item column.
+    // No recognisable item column; the guessed format is named.
     let err = read(b"user_id,thing\n1,2\n", "x.csv", None).unwrap_err();
     assert!(matches!(err, DataError::Header { .. }), "{err:?}");
+    assert!(err.to_string().contains("format detected as csv"), "{err}");
 }
 
 #[test]
