@@ -238,9 +238,13 @@ const LANES: usize = 16;
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer.
-    let x = x.clamp(-87.3, 88.0);
-    let k = (x * LOG2E + MAGIC) - MAGIC;
+    // 1.5 * 2^23: adding it rounds to an integer k, which then sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    // Selects, not f32::clamp/max: they lower to packed min/max instead of scalar compares.
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    let kf = x * LOG2E + MAGIC;
+    let k = kf - MAGIC;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let z = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -248,7 +252,9 @@ fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * z + r + 1.0;
-    y * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // 2^k from the integer bits of kf (no float-to-int conversion, which would not vectorise).
+    let pow2 = f32::from_bits(kf.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
+    y * pow2
 }
 
 /// The body of [`ce_row_f32`], inlined into each target-feature wrapper.
@@ -523,7 +529,7 @@ fn softplus_kernel_body(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 
     let one = |g: &mut f32, x: f32, w: f32, s: f32| -> f32 {
         let z = s * x;
         let e = exp_f32(-z.abs());
-        let sp = z.max(0.0) + ln1p_unit_f32(e);
+        let sp = (if z > 0.0 { z } else { 0.0 }) + ln1p_unit_f32(e);
         let inv = 1.0 / (1.0 + e);
         let sig = if z >= 0.0 { inv } else { e * inv };
         // A masked logit (w = 0) contributes exactly 0, even if it is infinite.
