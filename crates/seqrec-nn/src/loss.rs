@@ -344,10 +344,13 @@ fn ce_row_f32(g: Option<&mut [f32]>, x: &[f32], t: usize, scale: f32) -> f64 {
     ce_row_f32_body(g, x, t, scale)
 }
 
-/// Shared driver of the sampled losses: `row(x, g) -> row loss` gets the row's logits in `f64` and a
-/// gradient slice in `f64` to fill (unscaled); the driver applies `scale = 1 / N`, zeroes masked rows
-/// and converts. `buf` rows are at most `cols` wide, so the scratch lives on the stack for `cols <= 64`
-/// and in one small per-row vector otherwise.
+/// Widest row whose `f64` scratch lives on the stack in [`sampled_rows`].
+const STACK_COLS: usize = 512;
+
+/// Shared driver of the sampled losses: `row(i, x, g) -> row loss` gets row `i`'s logits in `f64` and
+/// an `f64` gradient slice to fill (unscaled); the driver applies `scale = 1 / N`, zeroes masked rows
+/// and converts. The scratch lives on the stack for rows up to [`STACK_COLS`] wide, else in one vector
+/// per chunk of rows.
 fn sampled_rows<T: Float>(
     dlogits: Option<&mut Tensor<T>>,
     logits: &Tensor<T>,
@@ -357,34 +360,38 @@ fn sampled_rows<T: Float>(
     let (n, c) = (logits.rows(), logits.cols());
     let count = count_valid(valid);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f64 };
-    let total = rows_sum(dlogits, n, c, |i, g| {
-        if !valid[i] {
-            if let Some(g) = g {
-                g.fill(T::ZERO);
-            }
-            return 0.0;
-        }
-        let x = &logits.as_slice()[i * c..(i + 1) * c];
-        let mut stack_x = [0.0f64; 64];
-        let mut stack_g = [0.0f64; 64];
-        let (mut heap_x, mut heap_g);
-        let (xs, gs): (&mut [f64], &mut [f64]) = if c <= 64 {
-            (&mut stack_x[..c], &mut stack_g[..c])
+    let total = chunks_sum(dlogits, n, c, |r0, rows, mut g| {
+        let mut stack = [0.0f64; 2 * STACK_COLS];
+        let mut heap = Vec::new();
+        let scratch: &mut [f64] = if c <= STACK_COLS {
+            &mut stack[..2 * c]
         } else {
-            heap_x = vec![0.0; c];
-            heap_g = vec![0.0; c];
-            (&mut heap_x, &mut heap_g)
+            heap.resize(2 * c, 0.0);
+            &mut heap
         };
-        for (a, &v) in xs.iter_mut().zip(x) {
-            *a = v.to_f64();
-        }
-        let l = row(i, xs, gs);
-        if let Some(g) = g {
-            for (o, &v) in g.iter_mut().zip(gs.iter()) {
-                *o = T::from_f64(v * scale);
+        let (xs, gs) = scratch.split_at_mut(c);
+        let mut total = 0.0;
+        for i in r0..r0 + rows {
+            let g_row = g
+                .as_deref_mut()
+                .map(|g| &mut g[(i - r0) * c..(i - r0 + 1) * c]);
+            if !valid[i] {
+                if let Some(g) = g_row {
+                    g.fill(T::ZERO);
+                }
+                continue;
+            }
+            for (a, &v) in xs.iter_mut().zip(&logits.as_slice()[i * c..(i + 1) * c]) {
+                *a = v.to_f64();
+            }
+            total += row(i, xs, gs);
+            if let Some(g) = g_row {
+                for (o, &v) in g.iter_mut().zip(gs.iter()) {
+                    *o = T::from_f64(v * scale);
+                }
             }
         }
-        l
+        total
     });
     T::from_f64(total * scale)
 }
