@@ -478,8 +478,10 @@ fn weighted_softplus<T: Float>(
 /// Logits per block of the `f32` softplus kernel (its weight and sign scratch live on the stack).
 const SOFTPLUS_BLOCK: usize = 1024;
 
-/// One chunk of rows of [`weighted_softplus`] in `f32`: builds per-logit weights and signs for a block,
-/// then runs the vectorised kernel over it.
+/// One chunk of rows of [`weighted_softplus`] in `f32`. Rows go in blocks of whole rows (at most
+/// [`SOFTPLUS_BLOCK`] logits); the sign and weight patterns of a block of valid rows are built once per
+/// chunk, and a block containing masked rows gets a copy with those rows' weights zeroed. Rows wider
+/// than a block build their pattern row by row.
 fn softplus_chunk_f32(
     mut g: Option<&mut [f32]>,
     x: &[f32],
@@ -489,31 +491,60 @@ fn softplus_chunk_f32(
     wn: f32,
 ) -> f64 {
     let mut w = [0.0f32; SOFTPLUS_BLOCK];
+    let mut wpat = [0.0f32; SOFTPLUS_BLOCK];
     let mut sg = [0.0f32; SOFTPLUS_BLOCK];
     let mut scratch = [0.0f32; SOFTPLUS_BLOCK];
     let mut total = 0.0f64;
-    let (mut row, mut col) = (0usize, 0usize);
-    for (b, xb) in x.chunks(SOFTPLUS_BLOCK).enumerate() {
-        let len = xb.len();
-        for e in 0..len {
-            let v = valid[row];
-            w[e] = match (v, col) {
-                (false, _) => 0.0,
-                (true, 0) => wp,
-                (true, _) => wn,
-            };
-            sg[e] = if col == 0 { -1.0 } else { 1.0 };
-            col += 1;
-            if col == c {
-                col = 0;
-                row += 1;
+    if c > SOFTPLUS_BLOCK {
+        // Wide rows: one row at a time, in pieces of a block.
+        for (i, xr) in x.chunks_exact(c).enumerate() {
+            if !valid[i] {
+                if let Some(g) = g.as_deref_mut() {
+                    g[i * c..(i + 1) * c].fill(0.0);
+                }
+                continue;
+            }
+            for (b, xb) in xr.chunks(SOFTPLUS_BLOCK).enumerate() {
+                let len = xb.len();
+                w[..len].fill(wn);
+                sg[..len].fill(1.0);
+                if b == 0 {
+                    (w[0], sg[0]) = (wp, -1.0);
+                }
+                let off = i * c + b * SOFTPLUS_BLOCK;
+                let gb = match g.as_deref_mut() {
+                    Some(g) => &mut g[off..off + len],
+                    None => &mut scratch[..len],
+                };
+                total += softplus_kernel_f32(gb, xb, &w[..len], &sg[..len]) as f64;
             }
         }
+        return total;
+    }
+    let block_rows = SOFTPLUS_BLOCK / c;
+    let blen = block_rows * c;
+    for e in 0..blen {
+        let first = e % c == 0;
+        sg[e] = if first { -1.0 } else { 1.0 };
+        wpat[e] = if first { wp } else { wn };
+    }
+    for (b, xb) in x.chunks(blen).enumerate() {
+        let len = xb.len();
+        let vb = &valid[b * block_rows..b * block_rows + len / c];
+        let wb: &[f32] = if vb.iter().all(|&v| v) {
+            &wpat[..len]
+        } else {
+            w[..len].copy_from_slice(&wpat[..len]);
+            for (r, _) in vb.iter().enumerate().filter(|(_, v)| !**v) {
+                w[r * c..(r + 1) * c].fill(0.0);
+            }
+            &w[..len]
+        };
         let gb = match g.as_deref_mut() {
-            Some(g) => &mut g[b * SOFTPLUS_BLOCK..b * SOFTPLUS_BLOCK + len],
+            Some(g) => &mut g[b * blen..b * blen + len],
             None => &mut scratch[..len],
         };
-        total += softplus_kernel_f32(gb, xb, &w[..len], &sg[..len]) as f64;
+        total += softplus_kernel_f32(gb, xb, wb, &sg[..len]) as f64;
     }
     total
 }
@@ -803,7 +834,14 @@ mod tests {
     #[test]
     fn fast_f32_softplus_losses_match_f64() {
         let mut rng = crate::init::Rng::new(6);
-        for &(n, c) in &[(1usize, 2usize), (5, 3), (700, 2), (300, 9), (2, 1500)] {
+        for &(n, c) in &[
+            (1usize, 2usize),
+            (5, 3),
+            (700, 2),
+            (300, 9),
+            (2, 1500),
+            (3, 2048),
+        ] {
             let x32: Tensor<f32> = rng.normal_tensor(&[n, c], 6.0);
             let x64 = x32.cast::<f64>();
             let valid: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();
