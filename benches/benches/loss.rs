@@ -43,6 +43,25 @@ fn cross_entropy(c: &mut Criterion) {
     g.bench_function("softmax_cross_entropy_f32_25600x3416_fwd_only", |b| {
         b.iter(|| black_box(softmax_cross_entropy(None, black_box(&logits), &targets, 0)))
     });
+    // A cache-resident slice of the same problem: the kernel's compute rate without memory traffic.
+    let small_rows = 256;
+    let small = Tensor::from_vec(
+        &[small_rows, ITEMS],
+        logits.as_slice()[..small_rows * ITEMS].to_vec(),
+    )
+    .unwrap();
+    let mut dsmall = Tensor::zeros(&[small_rows, ITEMS]);
+    g.throughput(Throughput::Elements((small_rows * ITEMS) as u64));
+    g.bench_function("softmax_cross_entropy_f32_256x3416_fwd_bwd", |b| {
+        b.iter(|| {
+            black_box(softmax_cross_entropy(
+                Some(&mut dsmall),
+                black_box(&small),
+                &targets[..small_rows],
+                0,
+            ))
+        })
+    });
     g.finish();
 }
 

@@ -2,8 +2,12 @@
 //!
 //! No autograd: like llm.c, every backward is written out next to its forward and checked against central
 //! finite differences in `f64` ([`gradcheck`]). Principal types: [`Param`] (a named value with its gradient),
-//! the [`Module`] trait (visit parameters in a stable order), [`Linear`], [`LayerNorm`], and [`init::Rng`]
-//! (seeded initialisation matching PyTorch's defaults).
+//! the [`Module`] trait (visit parameters in a stable order), [`Linear`], [`LayerNorm`], [`Embedding`],
+//! [`PositionalEmbedding`], [`Dropout`], and [`init::Rng`] (seeded initialisation matching PyTorch's
+//! defaults). Training pieces: fused losses that return the mean loss and write `dlogits` in one pass
+//! ([`loss`]), optimizers matching `torch.optim` ([`optim`]), gradient clipping ([`clip`]), learning-rate
+//! schedules ([`schedule`]) and safetensors checkpoints exchangeable with PyTorch ([`checkpoint`]).
+//! Errors from user input or files are [`NnError`].
 //!
 //! Conventions (see `docs/ARCHITECTURE.md`):
 //! - Parameter gradients accumulate (`+=`); activation gradients are assigned (`=`). Call

@@ -238,9 +238,13 @@ const LANES: usize = 16;
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer.
-    let x = x.clamp(-87.3, 88.0);
-    let k = (x * LOG2E + MAGIC) - MAGIC;
+    // 1.5 * 2^23: adding it rounds to an integer k, which then sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    // Selects, not f32::clamp/max: they lower to packed min/max instead of scalar compares.
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    let kf = x * LOG2E + MAGIC;
+    let k = kf - MAGIC;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let z = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -248,7 +252,9 @@ fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * z + r + 1.0;
-    y * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // 2^k from the integer bits of kf (no float-to-int conversion, which would not vectorise).
+    let pow2 = f32::from_bits(kf.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
+    y * pow2
 }
 
 /// The body of [`ce_row_f32`], inlined into each target-feature wrapper.
@@ -338,10 +344,13 @@ fn ce_row_f32(g: Option<&mut [f32]>, x: &[f32], t: usize, scale: f32) -> f64 {
     ce_row_f32_body(g, x, t, scale)
 }
 
-/// Shared driver of the sampled losses: `row(x, g) -> row loss` gets the row's logits in `f64` and a
-/// gradient slice in `f64` to fill (unscaled); the driver applies `scale = 1 / N`, zeroes masked rows
-/// and converts. `buf` rows are at most `cols` wide, so the scratch lives on the stack for `cols <= 64`
-/// and in one small per-row vector otherwise.
+/// Widest row whose `f64` scratch lives on the stack in [`sampled_rows`].
+const STACK_COLS: usize = 512;
+
+/// Shared driver of the sampled losses: `row(i, x, g) -> row loss` gets row `i`'s logits in `f64` and
+/// an `f64` gradient slice to fill (unscaled); the driver applies `scale = 1 / N`, zeroes masked rows
+/// and converts. The scratch lives on the stack for rows up to [`STACK_COLS`] wide, else in one vector
+/// per chunk of rows.
 fn sampled_rows<T: Float>(
     dlogits: Option<&mut Tensor<T>>,
     logits: &Tensor<T>,
@@ -351,34 +360,38 @@ fn sampled_rows<T: Float>(
     let (n, c) = (logits.rows(), logits.cols());
     let count = count_valid(valid);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f64 };
-    let total = rows_sum(dlogits, n, c, |i, g| {
-        if !valid[i] {
-            if let Some(g) = g {
-                g.fill(T::ZERO);
-            }
-            return 0.0;
-        }
-        let x = &logits.as_slice()[i * c..(i + 1) * c];
-        let mut stack_x = [0.0f64; 64];
-        let mut stack_g = [0.0f64; 64];
-        let (mut heap_x, mut heap_g);
-        let (xs, gs): (&mut [f64], &mut [f64]) = if c <= 64 {
-            (&mut stack_x[..c], &mut stack_g[..c])
+    let total = chunks_sum(dlogits, n, c, |r0, rows, mut g| {
+        let mut stack = [0.0f64; 2 * STACK_COLS];
+        let mut heap = Vec::new();
+        let scratch: &mut [f64] = if c <= STACK_COLS {
+            &mut stack[..2 * c]
         } else {
-            heap_x = vec![0.0; c];
-            heap_g = vec![0.0; c];
-            (&mut heap_x, &mut heap_g)
+            heap.resize(2 * c, 0.0);
+            &mut heap
         };
-        for (a, &v) in xs.iter_mut().zip(x) {
-            *a = v.to_f64();
-        }
-        let l = row(i, xs, gs);
-        if let Some(g) = g {
-            for (o, &v) in g.iter_mut().zip(gs.iter()) {
-                *o = T::from_f64(v * scale);
+        let (xs, gs) = scratch.split_at_mut(c);
+        let mut total = 0.0;
+        for i in r0..r0 + rows {
+            let g_row = g
+                .as_deref_mut()
+                .map(|g| &mut g[(i - r0) * c..(i - r0 + 1) * c]);
+            if !valid[i] {
+                if let Some(g) = g_row {
+                    g.fill(T::ZERO);
+                }
+                continue;
+            }
+            for (a, &v) in xs.iter_mut().zip(&logits.as_slice()[i * c..(i + 1) * c]) {
+                *a = v.to_f64();
+            }
+            total += row(i, xs, gs);
+            if let Some(g) = g_row {
+                for (o, &v) in g.iter_mut().zip(gs.iter()) {
+                    *o = T::from_f64(v * scale);
+                }
             }
         }
-        l
+        total
     });
     T::from_f64(total * scale)
 }
@@ -465,8 +478,10 @@ fn weighted_softplus<T: Float>(
 /// Logits per block of the `f32` softplus kernel (its weight and sign scratch live on the stack).
 const SOFTPLUS_BLOCK: usize = 1024;
 
-/// One chunk of rows of [`weighted_softplus`] in `f32`: builds per-logit weights and signs for a block,
-/// then runs the vectorised kernel over it.
+/// One chunk of rows of [`weighted_softplus`] in `f32`. Rows go in blocks of whole rows (at most
+/// [`SOFTPLUS_BLOCK`] logits); the sign and weight patterns of a block of valid rows are built once per
+/// chunk, and a block containing masked rows gets a copy with those rows' weights zeroed. Rows wider
+/// than a block build their pattern row by row.
 fn softplus_chunk_f32(
     mut g: Option<&mut [f32]>,
     x: &[f32],
@@ -476,31 +491,60 @@ fn softplus_chunk_f32(
     wn: f32,
 ) -> f64 {
     let mut w = [0.0f32; SOFTPLUS_BLOCK];
+    let mut wpat = [0.0f32; SOFTPLUS_BLOCK];
     let mut sg = [0.0f32; SOFTPLUS_BLOCK];
     let mut scratch = [0.0f32; SOFTPLUS_BLOCK];
     let mut total = 0.0f64;
-    let (mut row, mut col) = (0usize, 0usize);
-    for (b, xb) in x.chunks(SOFTPLUS_BLOCK).enumerate() {
-        let len = xb.len();
-        for e in 0..len {
-            let v = valid[row];
-            w[e] = match (v, col) {
-                (false, _) => 0.0,
-                (true, 0) => wp,
-                (true, _) => wn,
-            };
-            sg[e] = if col == 0 { -1.0 } else { 1.0 };
-            col += 1;
-            if col == c {
-                col = 0;
-                row += 1;
+    if c > SOFTPLUS_BLOCK {
+        // Wide rows: one row at a time, in pieces of a block.
+        for (i, xr) in x.chunks_exact(c).enumerate() {
+            if !valid[i] {
+                if let Some(g) = g.as_deref_mut() {
+                    g[i * c..(i + 1) * c].fill(0.0);
+                }
+                continue;
+            }
+            for (b, xb) in xr.chunks(SOFTPLUS_BLOCK).enumerate() {
+                let len = xb.len();
+                w[..len].fill(wn);
+                sg[..len].fill(1.0);
+                if b == 0 {
+                    (w[0], sg[0]) = (wp, -1.0);
+                }
+                let off = i * c + b * SOFTPLUS_BLOCK;
+                let gb = match g.as_deref_mut() {
+                    Some(g) => &mut g[off..off + len],
+                    None => &mut scratch[..len],
+                };
+                total += softplus_kernel_f32(gb, xb, &w[..len], &sg[..len]) as f64;
             }
         }
+        return total;
+    }
+    let block_rows = SOFTPLUS_BLOCK / c;
+    let blen = block_rows * c;
+    for e in 0..blen {
+        let first = e % c == 0;
+        sg[e] = if first { -1.0 } else { 1.0 };
+        wpat[e] = if first { wp } else { wn };
+    }
+    for (b, xb) in x.chunks(blen).enumerate() {
+        let len = xb.len();
+        let vb = &valid[b * block_rows..b * block_rows + len / c];
+        let wb: &[f32] = if vb.iter().all(|&v| v) {
+            &wpat[..len]
+        } else {
+            w[..len].copy_from_slice(&wpat[..len]);
+            for (r, _) in vb.iter().enumerate().filter(|(_, v)| !**v) {
+                w[r * c..(r + 1) * c].fill(0.0);
+            }
+            &w[..len]
+        };
         let gb = match g.as_deref_mut() {
-            Some(g) => &mut g[b * SOFTPLUS_BLOCK..b * SOFTPLUS_BLOCK + len],
+            Some(g) => &mut g[b * blen..b * blen + len],
             None => &mut scratch[..len],
         };
-        total += softplus_kernel_f32(gb, xb, &w[..len], &sg[..len]) as f64;
+        total += softplus_kernel_f32(gb, xb, wb, &sg[..len]) as f64;
     }
     total
 }
@@ -523,7 +567,7 @@ fn softplus_kernel_body(g: &mut [f32], x: &[f32], w: &[f32], sg: &[f32]) -> f32 
     let one = |g: &mut f32, x: f32, w: f32, s: f32| -> f32 {
         let z = s * x;
         let e = exp_f32(-z.abs());
-        let sp = z.max(0.0) + ln1p_unit_f32(e);
+        let sp = (if z > 0.0 { z } else { 0.0 }) + ln1p_unit_f32(e);
         let inv = 1.0 / (1.0 + e);
         let sig = if z >= 0.0 { inv } else { e * inv };
         // A masked logit (w = 0) contributes exactly 0, even if it is infinite.
@@ -790,7 +834,14 @@ mod tests {
     #[test]
     fn fast_f32_softplus_losses_match_f64() {
         let mut rng = crate::init::Rng::new(6);
-        for &(n, c) in &[(1usize, 2usize), (5, 3), (700, 2), (300, 9), (2, 1500)] {
+        for &(n, c) in &[
+            (1usize, 2usize),
+            (5, 3),
+            (700, 2),
+            (300, 9),
+            (2, 1500),
+            (3, 2048),
+        ] {
             let x32: Tensor<f32> = rng.normal_tensor(&[n, c], 6.0);
             let x64 = x32.cast::<f64>();
             let valid: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();

@@ -201,7 +201,7 @@ fn eval_loss(
         Loss::SampledSoftmax => sampled_softmax(d, logits, Some(aux), valid),
         Loss::Bpr => bpr(d, logits, valid),
         Loss::BprMax => bpr_max(d, logits, valid, 0.5),
-        Loss::Gbce => gbce(d, logits, valid, gbce_beta(c - 1, 50, 0.75).unwrap()),
+        Loss::Gbce => gbce(d, logits, valid, gbce_beta(c - 1, 1000, 0.75).unwrap()),
     }
 }
 
@@ -563,4 +563,13 @@ fn config_errors_name_the_field() {
         e.to_string().contains("position 2") && e.to_string().contains('9'),
         "{e}"
     );
+}
+
+#[test]
+fn wide_sampled_rows_use_the_heap_scratch_and_stay_correct() {
+    // 1 + 600 columns: wider than the loss driver's stack scratch (512).
+    let (n, c) = (2, 601);
+    for loss in LOSSES {
+        loss_case(loss, n, c, &[true, false], 21);
+    }
 }
