@@ -149,6 +149,8 @@ fn mha_edge_shapes_batch1_seq1_and_all_padding() {
         check_mha(1, 1, 2, 2, mask, Some(false), 0.0, 2);
         check_mha(1, 3, 2, 2, mask, Some(true), 0.0, 3);
         check_mha(2, 3, 1, 3, mask, Some(true), 0.2, 4);
+        // Longer than one causal row block (32 rows): the blocked kernels' block edges.
+        check_mha(2, 37, 2, 1, mask, Some(false), 0.2, 5);
     }
 }
 
