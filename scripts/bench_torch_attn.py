@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of benches/benches/attention.rs: forward + backward of a two-block causal self-attention
 stack at SASRec's ML-1M shape (batch 128, length 200, width 50, 1 head, feed-forward 50, dropout 0.2,
-training mode), on 1 and 2 threads; prints the median of the repeats in milliseconds.
+training mode), on 1 and 2 threads; prints the medians of the repeats (process CPU time, which a
+machine shared with other jobs distorts less, and wall-clock) in milliseconds.
 
 - sasrec:  SASRec.pytorch's log2feats after the embeddings (the module of scripts/fixtures_attn.py with
            dropout: MHA dropout, PointWiseFeedForward dropouts, timeline zeroing, last_layernorm);
@@ -79,14 +80,16 @@ def lengths():
 
 
 def timeit(step, repeats):
+    """Median wall-clock and process CPU time (all threads) per step, in ms."""
     for _ in range(3):
         step()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def main():
@@ -122,8 +125,9 @@ def main():
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for name, step in (("sasrec", step_sasrec), ("post_ln", step_post)):
-            ms = timeit(step, args.repeats)
-            print(f"attention/{name}_fwd_bwd/threads{threads}: {ms:.2f} ms")
+            wall, cpu = timeit(step, args.repeats)
+            print(f"attention/{name}_fwd_bwd/threads{threads}: median of {args.repeats}: "
+                  f"cpu {cpu:.1f} ms, wall {wall:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
 //!   final layer norm) on left-padded sequences;
 //! - `post_ln`: two PyTorch-style post-LN `TransformerEncoderLayer`s (causal + key padding).
 //!
-//! Run: `cargo bench -p seqrec-benches --bench attention`.
+//! Run: `cargo bench -p seqrec-benches --bench attention`. With `SEQREC_BENCH_CPU=1` each case first
+//! prints the median **CPU time** (user + system of the whole process, from `/proc/self/stat`) of 10
+//! steps: on a machine shared with other jobs wall-clock medians mostly measure the contention, CPU time
+//! much less so. `scripts/bench_torch_attn.py` prints both for PyTorch.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seqrec_nn::init::Rng;
@@ -31,6 +34,21 @@ fn keep_flags() -> Vec<bool> {
     keep
 }
 
+/// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (Linux; 10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn bench_stack(c: &mut Criterion, name: &str, config: TransformerBlockConfig, final_norm: bool) {
     let mut rng = Rng::new(1);
     let mut enc = TransformerEncoder::<f32>::new("enc", &config, 2, final_norm, &mut rng).unwrap();
@@ -51,6 +69,25 @@ fn bench_stack(c: &mut Criterion, name: &str, config: TransformerBlockConfig, fi
             .build()
             .unwrap();
         let mut step = 0u64;
+        if std::env::var_os("SEQREC_BENCH_CPU").is_some() {
+            let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                let (c0, w0) = (cpu_seconds(), std::time::Instant::now());
+                pool.install(|| {
+                    step += 1;
+                    enc.zero_grad();
+                    enc.forward(&mut y, &mut cache, &x, Some(&keep), Phase::Train { step });
+                    enc.backward(&mut dx, &dy, &x, Some(&keep), &mut cache);
+                });
+                wall.push(w0.elapsed().as_secs_f64());
+                cpu.push(cpu_seconds() - c0);
+            }
+            println!(
+                "attention/{name}_fwd_bwd/threads{threads}: median of 10: cpu {:.1} ms, wall {:.1} ms",
+                median(cpu) * 1e3,
+                median(wall) * 1e3
+            );
+        }
         c.bench_function(
             &format!("attention/{name}_fwd_bwd/threads{threads}"),
             |bch| {

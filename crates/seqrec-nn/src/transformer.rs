@@ -20,6 +20,27 @@
 //! Parameter names follow PyTorch's `TransformerEncoderLayer`: `self_attn.*`, `linear1.*`, `linear2.*`,
 //! `norm1.*`, `norm2.*` (SASRec's `attention_layernorms[i]` is `norm1`, `forward_layernorms[i]` is
 //! `norm2`, `conv1`/`conv2` are `linear1`/`linear2`).
+//!
+//! ```
+//! use seqrec_nn::{init::Rng, Module, Phase, TransformerBlockConfig, TransformerEncoder,
+//!                 TransformerEncoderCache};
+//! use seqrec_tensor::Tensor;
+//!
+//! // SASRec: 2 blocks of width 8, 2 heads, dropout 0.2, final layer norm.
+//! let config = TransformerBlockConfig::sasrec(8, 2, 0.2, 42);
+//! let mut enc = TransformerEncoder::<f32>::new("encoder", &config, 2, true, &mut Rng::new(0)).unwrap();
+//! let (batch, seq) = (2, 3);
+//! let mut cache = TransformerEncoderCache::new(&enc, batch, seq); // once, reused every step
+//! let x = Tensor::full(&[batch, seq, 8], 0.5);
+//! let keep = [false, true, true, true, true, true]; // sequence 0 is left-padded by one
+//! let mut y = Tensor::zeros(&[batch, seq, 8]);
+//! enc.forward(&mut y, &mut cache, &x, Some(&keep), Phase::Train { step: 1 });
+//! assert!(y.as_slice()[..8].iter().all(|&v| v == 0.0)); // padded outputs are zeroed
+//! let mut dx = Tensor::zeros(&[batch, seq, 8]);
+//! enc.zero_grad();
+//! enc.backward(&mut dx, &Tensor::full(&[batch, seq, 8], 1.0), &x, Some(&keep), &mut cache);
+//! assert_eq!(enc.layers[1].self_attn.in_proj_weight.name, "encoder.layers.1.self_attn.in_proj_weight");
+//! ```
 
 use seqrec_tensor::{
     DropoutKey, Float, Tensor, add, add_assign, dropout_backward, dropout_forward,

@@ -149,6 +149,8 @@ fn mha_edge_shapes_batch1_seq1_and_all_padding() {
         check_mha(1, 1, 2, 2, mask, Some(false), 0.0, 2);
         check_mha(1, 3, 2, 2, mask, Some(true), 0.0, 3);
         check_mha(2, 3, 1, 3, mask, Some(true), 0.2, 4);
+        // Longer than one causal row block (32 rows): the blocked kernels' block edges.
+        check_mha(2, 37, 2, 1, mask, Some(false), 0.2, 5);
     }
 }
 
@@ -824,5 +826,61 @@ fn attention_pooling_reference_values() {
         .zip([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0])
     {
         assert!((got - want).abs() < 1e-15);
+    }
+}
+
+#[test]
+fn attention_pooling_padding_invariance_and_accumulation() {
+    let cfg = AttentionPoolingConfig {
+        d_model: 3,
+        d_att: 4,
+    };
+    let (b, t, d) = (3, 5, 3);
+    let keep = [
+        false, false, true, true, true, true, true, true, true, false, false, false, false, false,
+        false,
+    ];
+    let mut rng = Rng::new(12);
+    let mut m = AttentionPooling::<f32>::new("pool", &cfg, &mut rng).unwrap();
+    let h1 = rng.normal_tensor::<f32>(&[b, t, d], 1.0);
+    let mut h2 = h1.clone();
+    for (i, v) in h2.as_mut_slice().iter_mut().enumerate() {
+        if !keep[i / d] {
+            *v = 40.0 * rng.normal() as f32;
+        }
+    }
+    let r = rng.normal_tensor::<f32>(&[b, d], 1.0);
+    let mut run = |h: &Tensor<f32>, twice: bool| {
+        let mut c = AttentionPoolingCache::new(&cfg, b, t);
+        let (mut pooled, mut w) = (Tensor::zeros(&[b, d]), Tensor::zeros(&[b, t]));
+        m.forward(&mut pooled, &mut w, &mut c, h, Some(&keep));
+        m.zero_grad();
+        let mut dh = Tensor::zeros(&[b, t, d]);
+        m.backward(&mut dh, &r, h, &mut c);
+        if twice {
+            m.backward(&mut dh, &r, h, &mut c);
+        }
+        let mut g = Vec::new();
+        m.visit_params(&mut |p| g.push(p.grad.to_vec()));
+        (pooled, w, dh, g)
+    };
+    let (p1, w1, dh1, g1) = run(&h1, false);
+    let (p2, w2, dh2, g2) = run(&h2, false);
+    assert_eq!(p1, p2);
+    assert_eq!(w1, w2);
+    assert_eq!(g1, g2);
+    for i in 0..b * t * d {
+        if keep[i / d] {
+            assert_eq!(dh1.as_slice()[i], dh2.as_slice()[i]);
+        } else {
+            assert_eq!(dh1.as_slice()[i], 0.0, "padded positions get no gradient");
+        }
+    }
+    // All-padding sequence 2 pools to exact zeros.
+    assert!(p1.as_slice()[2 * d..].iter().all(|&v| v == 0.0));
+    let (_, _, dh3, g3) = run(&h1, true);
+    assert_eq!(dh3, dh1, "input gradients are assigned");
+    for (a, b2) in g1.iter().flatten().zip(g3.iter().flatten()) {
+        assert!((2.0 * a - b2).abs() <= 1e-6 * a.abs().max(1.0), "{a} {b2}");
     }
 }
