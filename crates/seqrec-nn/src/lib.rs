@@ -3,8 +3,11 @@
 //! No autograd: like llm.c, every backward is written out next to its forward and checked against central
 //! finite differences in `f64` ([`gradcheck`]). Principal types: [`Param`] (a named value with its gradient),
 //! the [`Module`] trait (visit parameters in a stable order), [`Linear`], [`LayerNorm`], [`Embedding`],
-//! [`PositionalEmbedding`], [`Dropout`], and [`init::Rng`] (seeded initialisation matching PyTorch's
-//! defaults). Training pieces: fused losses that return the mean loss and write `dlogits` in one pass
+//! [`PositionalEmbedding`], [`Dropout`], [`FeedForward`], [`MultiheadAttention`] (causal or bidirectional,
+//! key padding, attention weights for explanations), [`TransformerBlock`]/[`TransformerEncoder`] (post-LN,
+//! pre-LN and SASRec's placement), [`Gru`] and [`Lstm`] (multi-layer, padding masks, full BPTT, a step API
+//! for serving), [`AttentionPooling`], and [`init::Rng`] (seeded initialisation matching PyTorch's
+//! defaults). Parameter names and layouts are PyTorch's. Training pieces: fused losses that return the mean loss and write `dlogits` in one pass
 //! ([`loss`]), optimizers matching `torch.optim` ([`optim`]), gradient clipping ([`clip`]), learning-rate
 //! schedules ([`schedule`]) and safetensors checkpoints exchangeable with PyTorch ([`checkpoint`]).
 //! Errors from user input or files are [`NnError`].
