@@ -28,6 +28,8 @@
 
 mod model;
 mod mostpop;
+mod sasrec;
 
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
+pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};
