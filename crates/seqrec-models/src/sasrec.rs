@@ -18,8 +18,8 @@
 //! Losses, over the positions whose target is not padding:
 //! - `Bce`: `softplus(-h.E[pos]) + softplus(h.E[neg])`, mean over positions (SASRec.pytorch's two BCE
 //!   terms), the negative uniform over the items the user never touched in training;
-//! - `Ce`: `lse_j(h.E[j]) - h.E[pos]` over all `n_items + 1` columns (column 0, the zero padding row,
-//!   included as in the SASRec+ code; its row never receives a gradient).
+//! - `Ce`: `lse_j(h.E[j]) - h.E[pos]` over the items `j = 1..=n_items` (the padding column is masked
+//!   out of the softmax; the padding row of the table never receives a gradient).
 //!
 //! With `l2_emb > 0` the loss adds `l2_emb * ||item_emb||_2` (SASRec.pytorch: `torch.norm(param)`, the
 //! Frobenius norm, not squared).
@@ -128,7 +128,7 @@ impl SasrecConfig {
                 return Err(bad(field, v, "must be at least 1"));
             }
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(bad(
                 "heads",
                 self.heads,
@@ -513,7 +513,7 @@ impl<T: Float> SasrecNet<T> {
         loss
     }
 
-    /// Full softmax cross-entropy over the `n_items + 1` columns, in chunks of rows; with `grad`, fills
+    /// Full softmax cross-entropy over the items `1..=n_items`, in chunks of rows; with `grad`, fills
     /// `dh` and adds the output-side gradient of the item table (padding row excluded).
     fn ce(&mut self, targets: &[u32], grad: bool) -> T {
         let d = self.config.hidden;
@@ -546,7 +546,7 @@ impl<T: Float> SasrecNet<T> {
                     c.targets_v.push(targets[r]);
                 }
             }
-            // logits = hv E^T
+            // logits = hv E^T, with the padding column removed from the softmax (it is not an item).
             gemm(
                 &mut c.logits,
                 T::ONE,
@@ -556,6 +556,9 @@ impl<T: Float> SasrecNet<T> {
                 Transpose::Yes,
                 T::ZERO,
             );
+            for row in c.logits.as_mut_slice().chunks_exact_mut(cols) {
+                row[0] = T::NEG_INFINITY;
+            }
             // softmax_cross_entropy averages over this chunk: rescale to the batch mean.
             let alpha = nc as f64 / total as f64;
             if !grad {
@@ -594,7 +597,8 @@ impl<T: Float> SasrecNet<T> {
             }
         }
         if grad {
-            // The padding row is not an item: it keeps a zero value and no gradient (padding_idx).
+            // The padding row keeps a zero value and no gradient (padding_idx); its softmax weight was
+            // exp(-inf) = 0 anyway.
             w.grad.as_mut_slice()[..d].fill(T::ZERO);
         }
         T::from_f64(loss)
@@ -824,6 +828,11 @@ impl Sasrec {
     /// The network (parameters by name through [`Module::visit_params`]).
     pub fn net(&self) -> &SasrecNet<f32> {
         &self.net
+    }
+
+    /// The network, mutably (to inspect or replace parameters, e.g. pretrained item embeddings).
+    pub fn net_mut(&mut self) -> &mut SasrecNet<f32> {
+        &mut self.net
     }
 
     /// The configuration.
