@@ -88,6 +88,29 @@ fn gradcheck_with_l2_emb_and_dropout_masks() {
     }
 }
 
+#[test]
+fn parameter_gradients_accumulate_across_backward_calls() {
+    for loss in [SasrecLoss::Bce, SasrecLoss::Ce] {
+        let mut net = SasrecNet::<f64>::new(&tiny(loss), 7, 2).unwrap();
+        let grads = |net: &SasrecNet<f64>| {
+            let mut g = Vec::new();
+            net.visit_params(&mut |p| g.extend_from_slice(p.grad.as_slice()));
+            g
+        };
+        net.zero_grad();
+        net.forward_backward(&batch(), Phase::Eval);
+        let once = grads(&net);
+        assert!(once.iter().any(|&g| g != 0.0));
+        net.forward_backward(&batch(), Phase::Eval);
+        for (i, (a, b)) in once.iter().zip(grads(&net)).enumerate() {
+            assert!(
+                (2.0 * a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                "{loss:?} [{i}]: {a} {b}"
+            );
+        }
+    }
+}
+
 /// `n_users` sequences of `len` events over `n_items` items where the next item is `succ(prev)`.
 fn chain_dataset(n_users: u32, n_items: u32, len: u32) -> Dataset {
     chain_dataset_with(n_users, n_items, |_| len)
