@@ -450,3 +450,70 @@ fn config_defaults_serde_and_validation() {
     let bad = Sasrec::new(SasrecConfig { maxlen: 0, ..c }, &Sequences::all(&ds), 0);
     assert!(matches!(bad, Err(ModelError::Config(m)) if m.contains("maxlen")));
 }
+
+/// A tensor of the PyTorch fixture: shape and row-major values.
+#[derive(serde::Deserialize)]
+struct Fixture {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn fixture() -> std::collections::HashMap<String, Fixture> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sasrec.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Step 0 against PyTorch (`scripts/fixtures_sasrec.py`, SASRec.pytorch's `log2feats` in float64 with
+/// padded keys masked): the loss and every parameter gradient, for both losses.
+#[test]
+fn matches_pytorch_reference_at_step_0() {
+    let fx = fixture();
+    let ids = |k: &str| -> Vec<u32> { fx[k].data.iter().map(|&v| v as u32).collect() };
+    let (inputs, targets, negatives) = (
+        ids("batch.inputs"),
+        ids("batch.targets"),
+        ids("batch.negatives"),
+    );
+    let b = TrainInputs {
+        rows: 3,
+        inputs: &inputs,
+        targets: &targets,
+        negatives: &negatives,
+    };
+    for (loss, tag, l2) in [
+        (SasrecLoss::Bce, "bce", fx["cfg.l2_emb"].data[0]),
+        (SasrecLoss::Ce, "ce", 0.0),
+    ] {
+        let config = SasrecConfig {
+            l2_emb: l2,
+            ..tiny(loss)
+        };
+        let mut net = SasrecNet::<f64>::new(&config, 7, 0).unwrap();
+        let mut n = 0;
+        net.visit_params_mut(&mut |p| {
+            let f = &fx[&format!("param.{}", p.name)];
+            assert_eq!(f.shape, p.value.shape(), "{}", p.name);
+            p.value.as_mut_slice().copy_from_slice(&f.data);
+            n += 1;
+        });
+        assert_eq!(n, 28);
+        net.zero_grad();
+        let got = net.forward_backward(&b, Phase::Eval);
+        let want = fx[&format!("loss.{tag}")].data[0];
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs(),
+            "{tag}: loss {got} vs torch {want}"
+        );
+        net.visit_params(&mut |p| {
+            let want = &fx[&format!("grad.{tag}.{}", p.name)].data;
+            for (i, (&g, &w)) in p.grad.as_slice().iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+                    "{tag}: d {}[{i}] = {g} vs torch {w}",
+                    p.name
+                );
+            }
+        });
+    }
+}
