@@ -1017,3 +1017,56 @@ impl Model for Sasrec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seqrec_nn::optim::{Adam, AdamConfig, Optimizer};
+
+    /// The private Adam (needed because its state must be checkpointed) is `seqrec_nn::optim::Adam`
+    /// with PyTorch's maths: same parameters after three steps, bit for bit, and the same moments.
+    #[test]
+    fn adam_state_matches_seqrec_nn_adam() {
+        let config = SasrecConfig {
+            hidden: 8,
+            heads: 2,
+            maxlen: 4,
+            lr: 0.01,
+            ..SasrecConfig::default()
+        };
+        let mut a = SasrecNet::<f32>::new(&config, 5, 3).unwrap();
+        let mut b = a.clone();
+        let mut ours = AdamState::new(&config, &a);
+        let mut theirs = Adam::<f32>::new(AdamConfig {
+            betas: config.betas,
+            eps: config.adam_eps,
+            ..AdamConfig::adam(config.lr)
+        })
+        .unwrap();
+        let mut rng = Rng::new(9);
+        for _ in 0..3 {
+            let mut grads = Vec::new();
+            a.visit_params(&mut |p| grads.push(rng.normal_tensor::<f32>(p.value.shape(), 1.0)));
+            let mut i = 0;
+            a.visit_params_mut(&mut |p| {
+                p.grad = grads[i].clone();
+                i += 1;
+            });
+            let mut i = 0;
+            b.visit_params_mut(&mut |p| {
+                p.grad = grads[i].clone();
+                i += 1;
+            });
+            ours.step(&mut a);
+            theirs.step(&mut b).unwrap();
+        }
+        let (mut va, mut vb) = (Vec::new(), Vec::new());
+        a.visit_params(&mut |p| va.push(p.value.clone()));
+        b.visit_params(&mut |p| vb.push(p.value.clone()));
+        assert_eq!(va, vb);
+        for (s, m) in theirs.slots().iter().zip(&ours.m.0) {
+            assert_eq!(s.m, m.value.as_slice(), "{}", s.name);
+        }
+        assert_eq!(ours.steps, theirs.steps());
+    }
+}
