@@ -8,7 +8,8 @@ the zeroed padded positions). The full-softmax loss ("SASRec+") masks the paddin
 
 Writes crates/seqrec-models/tests/fixtures/sasrec.json: {"name": {"shape": [..], "data": [..]}} with the
 parameters ("param.<name>"), the batch ("batch.inputs", ...), the losses ("loss.bce", "loss.ce") and
-every gradient ("grad.bce.<name>", "grad.ce.<name>"). Read by crates/seqrec-models/tests/sasrec.rs.
+every gradient ("grad.bce.<name>", "grad.ce.<name>"), and the evaluation scores of the three histories
+("scores", `[3, n_items + 1]`). Read by crates/seqrec-models/tests/sasrec.rs.
 
 Run from the repository root:  python3 scripts/fixtures_sasrec.py
 """
@@ -139,6 +140,9 @@ for name, fn in [("bce", loss_bce), ("ce", loss_ce)]:
         if k == "item_emb.weight":
             g[0] = 0.0  # padding_idx=0: the padding row gets no gradient
         out[f"grad.{name}.{k}"] = t2j(g)
+with torch.no_grad():
+    # Model.score: the last position's hidden state against every item (column 0 included).
+    out["scores"] = t2j(log2feats(params)[:, -1] @ params["item_emb.weight"].T)
 os.makedirs(OUT, exist_ok=True)
 path = os.path.join(OUT, "sasrec.json")
 with open(path, "w") as f:

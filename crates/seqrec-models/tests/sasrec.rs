@@ -465,7 +465,7 @@ fn fixture() -> std::collections::HashMap<String, Fixture> {
 }
 
 /// Step 0 against PyTorch (`scripts/fixtures_sasrec.py`, SASRec.pytorch's `log2feats` in float64 with
-/// padded keys masked): the loss and every parameter gradient, for both losses.
+/// padded keys masked): the loss, every parameter gradient and the evaluation scores, for both losses.
 #[test]
 fn matches_pytorch_reference_at_step_0() {
     let fx = fixture();
@@ -505,6 +505,14 @@ fn matches_pytorch_reference_at_step_0() {
             (got - want).abs() <= 1e-12 * want.abs(),
             "{tag}: loss {got} vs torch {want}"
         );
+        let mut scores = vec![0.0f64; 3 * 8];
+        net.score(&inputs, 3, &mut scores);
+        for (i, (&s, &w)) in scores.iter().zip(&fx["scores"].data).enumerate() {
+            assert!(
+                (s - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+                "score [{i}] = {s} vs torch {w}"
+            );
+        }
         net.visit_params(&mut |p| {
             let want = &fx[&format!("grad.{tag}.{}", p.name)].data;
             for (i, (&g, &w)) in p.grad.as_slice().iter().zip(want).enumerate() {
