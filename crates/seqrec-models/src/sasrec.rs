@@ -15,6 +15,12 @@
 //! logit(i) = h . item_emb[i] (the item table is shared with the output)
 //! ```
 //!
+//! Padded keys are masked in the attention, as in the official TensorFlow code (`modules.py`
+//! masks keys whose embedding is zero); SASRec.pytorch passes only the causal mask, so there real
+//! queries also attend to the zeroed padded positions. Everything else matches SASRec.pytorch term for
+//! term: `tests/sasrec.rs` checks the loss, every gradient and the scores against a PyTorch float64
+//! transcription of its `log2feats` (`scripts/fixtures_sasrec.py`).
+//!
 //! Losses, over the positions whose target is not padding:
 //! - `Bce`: `softplus(-h.E[pos]) + softplus(h.E[neg])`, mean over positions (SASRec.pytorch's two BCE
 //!   terms), the negative uniform over the items the user never touched in training;
