@@ -525,3 +525,25 @@ fn matches_pytorch_reference_at_step_0() {
         });
     }
 }
+
+#[test]
+fn gradient_clipping_is_applied_when_configured() {
+    let ds = chain_dataset(20, 30, 10);
+    let train = Sequences::all(&ds);
+    let run = |clip| {
+        let config = SasrecConfig {
+            clip_grad_norm: clip,
+            ..small(SasrecLoss::Ce)
+        };
+        let mut m = Sasrec::new(config, &train, 4).unwrap();
+        for epoch in 0..2 {
+            m.train_epoch(&train, epoch, &mut |_| {}).unwrap();
+        }
+        params(&m)
+    };
+    let free = run(None);
+    // A bound far above any gradient norm leaves every step unchanged (the scale factor is exactly 1).
+    assert_eq!(run(Some(1e9)), free);
+    // A tight bound rescales every step's gradient by a different factor: Adam's update changes.
+    assert_ne!(run(Some(1e-3)), free);
+}
