@@ -1,5 +1,6 @@
-//! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements, and
-//! [`MostPop`], the popularity floor reported next to every model.
+//! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements,
+//! [`MostPop`], the popularity floor reported next to every model, and [`Sasrec`] (SASRec with the
+//! paper's sampled BCE or the full-softmax "SASRec+" loss, configured by [`SasrecConfig`]).
 //!
 //! A model is built from its documented config and the training sequences of a split, trains one epoch
 //! at a time, scores histories against the whole catalogue, and saves/loads everything needed to resume
@@ -28,6 +29,8 @@
 
 mod model;
 mod mostpop;
+mod sasrec;
 
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
+pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};

@@ -1,0 +1,1078 @@
+//! [`Sasrec`]: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018), trained with the
+//! paper's binary cross-entropy over one sampled negative per position ([`SasrecLoss::Bce`]) or with a
+//! full softmax cross-entropy over the catalogue ([`SasrecLoss::Ce`], "SASRec+" of Klenitskiy & Vasilev,
+//! RecSys 2023).
+//!
+//! The network ([`SasrecNet`], generic over the float type so the whole model can be gradient-checked in
+//! `f64`) follows the reference code (`kang205/SASRec`, `pmixer/SASRec.pytorch` `model.py::log2feats`):
+//!
+//! ```text
+//! e  = item_emb[ids] * sqrt(d)                     ids: [batch, maxlen], right-aligned, 0 = padding
+//! x0 = e + pos_emb[t]        (padded positions get no position, so they stay 0)
+//! x1 = keep * dropout(x0)    (timeline mask: padded rows zeroed)
+//! h  = LN_final(blocks(x1))  (each block: q = LN1(x); s = q + MHA(q, x); l = LN2(s);
+//!                             y = keep * (l + drop(FFN_relu(l))), causal, padded keys masked)
+//! logit(i) = h . item_emb[i] (the item table is shared with the output)
+//! ```
+//!
+//! Padded keys are masked in the attention, as in the official TensorFlow code (`modules.py`
+//! masks keys whose embedding is zero); SASRec.pytorch passes only the causal mask, so there real
+//! queries also attend to the zeroed padded positions. Everything else matches SASRec.pytorch term for
+//! term: `tests/sasrec.rs` checks the loss, every gradient and the scores against a PyTorch float64
+//! transcription of its `log2feats` (`scripts/fixtures_sasrec.py`).
+//!
+//! Losses, over the positions whose target is not padding:
+//! - `Bce`: `softplus(-h.E[pos]) + softplus(h.E[neg])`, mean over positions (SASRec.pytorch's two BCE
+//!   terms), the negative uniform over the items the user never touched in training;
+//! - `Ce`: `lse_j(h.E[j]) - h.E[pos]` over the items `j = 1..=n_items` (the padding column is masked
+//!   out of the softmax; the padding row of the table never receives a gradient).
+//!
+//! With `l2_emb > 0` the loss adds `l2_emb * ||item_emb||_2` (SASRec.pytorch: `torch.norm(param)`, the
+//! Frobenius norm, not squared).
+//!
+//! Initialisation: every matrix (embeddings, attention and feed-forward weights) is Xavier-normal as in
+//! SASRec.pytorch (`xavier_normal_` on every parameter with two or more dimensions); biases and layer
+//! norms keep PyTorch's defaults; the padding row of the item table is zero.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, Sequences, WindowMode};
+use seqrec_nn::checkpoint;
+use seqrec_nn::init::Rng;
+use seqrec_nn::loss::{bce_with_logits, softmax_cross_entropy};
+use seqrec_nn::{
+    Embedding, Module, Padding, Param, Phase, PositionMask, PositionalEmbedding,
+    TransformerBlockConfig, TransformerEncoder, TransformerEncoderCache,
+};
+use seqrec_tensor::{
+    DropoutKey, Float, Tensor, Transpose, dropout_backward, dropout_forward, gemm, scale_inplace,
+    splitmix64,
+};
+
+use crate::model::{EpochReport, Model, ModelError, StepReport};
+
+/// Training objective of [`Sasrec`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SasrecLoss {
+    /// Binary cross-entropy with one uniformly sampled negative per position (the paper).
+    #[default]
+    Bce,
+    /// Full softmax cross-entropy over every item ("SASRec+", Klenitskiy & Vasilev 2023).
+    Ce,
+}
+
+/// Hyper-parameters of [`Sasrec`]. The defaults are the paper's for MovieLens-1M.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SasrecConfig {
+    /// Embedding and hidden width `d` (paper: 50).
+    pub hidden: usize,
+    /// Number of self-attention blocks (paper: 2).
+    pub blocks: usize,
+    /// Attention heads; must divide `hidden` (paper: 1).
+    pub heads: usize,
+    /// Length of the history window, also the number of learned positions (paper on ML-1M: 200).
+    pub maxlen: usize,
+    /// Dropout probability of the embeddings, attention weights and feed-forward layers (ML-1M: 0.2).
+    pub dropout: f64,
+    /// Adam learning rate (0.001).
+    pub lr: f64,
+    /// Adam `(beta1, beta2)` (the reference code: `(0.9, 0.98)`).
+    pub betas: (f64, f64),
+    /// Adam epsilon, added outside the square root as in PyTorch (1e-8).
+    pub adam_eps: f64,
+    /// Sequences per training batch (128).
+    pub batch_size: usize,
+    /// Coefficient of `||item_emb||_2` added to the loss (SASRec.pytorch's `l2_emb`, default 0).
+    pub l2_emb: f64,
+    /// Training objective (`"bce"` or `"ce"`).
+    pub loss: SasrecLoss,
+    /// Clip the global gradient norm to this value before each step (`None`: no clipping, the paper).
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl Default for SasrecConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 50,
+            blocks: 2,
+            heads: 1,
+            maxlen: 200,
+            dropout: 0.2,
+            lr: 0.001,
+            betas: (0.9, 0.98),
+            adam_eps: 1e-8,
+            batch_size: 128,
+            l2_emb: 0.0,
+            loss: SasrecLoss::Bce,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+fn bad(field: &str, value: impl std::fmt::Display, why: &str) -> ModelError {
+    ModelError::Config(format!("sasrec.{field} = {value}: {why}"))
+}
+
+impl SasrecConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] naming the first bad field and its value.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        for (field, v) in [
+            ("hidden", self.hidden),
+            ("blocks", self.blocks),
+            ("heads", self.heads),
+            ("maxlen", self.maxlen),
+            ("batch_size", self.batch_size),
+        ] {
+            if v == 0 {
+                return Err(bad(field, v, "must be at least 1"));
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(bad(
+                "heads",
+                self.heads,
+                &format!("must divide hidden ({})", self.hidden),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(bad("dropout", self.dropout, "must be in [0, 1)"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(bad("lr", self.lr, "must be finite and > 0"));
+        }
+        for (field, b) in [("betas.0", self.betas.0), ("betas.1", self.betas.1)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(bad(field, b, "must be in [0, 1)"));
+            }
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps >= 0.0) {
+            return Err(bad("adam_eps", self.adam_eps, "must be finite and >= 0"));
+        }
+        if !(self.l2_emb.is_finite() && self.l2_emb >= 0.0) {
+            return Err(bad("l2_emb", self.l2_emb, "must be finite and >= 0"));
+        }
+        if let Some(c) = self.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad("clip_grad_norm", c, "must be finite and > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// One training batch in SASRec's layout, as the [`SasrecBatcher`] fills it (only the first `rows`
+/// rows are read).
+#[derive(Clone, Copy, Debug)]
+pub struct TrainInputs<'a> {
+    /// Rows to use.
+    pub rows: usize,
+    /// `[rows, maxlen]` input items (right-aligned, 0 = padding).
+    pub inputs: &'a [u32],
+    /// `[rows, maxlen]` positive targets (0 = no loss at this position).
+    pub targets: &'a [u32],
+    /// `[rows, maxlen]` one negative per position (read by [`SasrecLoss::Bce`] only; may be empty for
+    /// [`SasrecLoss::Ce`]).
+    pub negatives: &'a [u32],
+}
+
+/// Activations saved by the forward pass and scratch of the backward pass, sized for
+/// `[batch, maxlen]` and resized in place (never shrinking its storage) for other batch sizes.
+#[derive(Clone, Debug)]
+struct NetCache<T> {
+    enc: TransformerEncoderCache<T>,
+    /// `[batch * maxlen]`: input id is not padding.
+    keep: Vec<bool>,
+    /// Scaled item embeddings; reused as the embedding gradient in backward.
+    e: Tensor<T>,
+    /// With positions.
+    x0: Tensor<T>,
+    /// After dropout and the timeline mask: the encoder input.
+    x1: Tensor<T>,
+    /// Encoder output.
+    h: Tensor<T>,
+    dh: Tensor<T>,
+    dx: Tensor<T>,
+    emb_key: Option<DropoutKey>,
+    /// Loss scratch: BCE `[batch * maxlen, 2]`; CE `[chunk, n_items + 1]`.
+    logits: Tensor<T>,
+    dlogits: Tensor<T>,
+    /// `[batch * maxlen]` rows with a target.
+    valid: Vec<bool>,
+    /// CE: compact rows of `h` with a target and their gradient, `[chunk, d]`.
+    hv: Tensor<T>,
+    dhv: Tensor<T>,
+    rows_idx: Vec<usize>,
+    targets_v: Vec<u32>,
+    /// Scoring: last hidden state `[batch, d]` and scores `[batch, n_items + 1]`.
+    last: Tensor<T>,
+    scores: Tensor<T>,
+}
+
+/// Logits per chunk of the full cross-entropy (about 32 MB of `f32` logits plus as much gradient).
+const CE_CHUNK_ELEMS: usize = 1 << 23;
+
+/// The SASRec network: embeddings, encoder, shared output, and both losses with their hand-written
+/// backward pass. [`Sasrec`] wraps it in `f32` with the optimizer; tests use it in `f64`.
+#[derive(Clone, Debug)]
+pub struct SasrecNet<T> {
+    /// `item_emb.weight`: `[n_items + 1, hidden]`, row 0 (padding) zero.
+    pub item_emb: Embedding<T>,
+    /// `pos_emb.weight`: `[maxlen, hidden]`.
+    pub pos_emb: PositionalEmbedding<T>,
+    /// `encoder.layers.{i}.*` and `encoder.norm.*` (SASRec's `last_layernorm`).
+    pub encoder: TransformerEncoder<T>,
+    config: SasrecConfig,
+    n_items: usize,
+    emb_dropout_seed: u64,
+    cache: NetCache<T>,
+}
+
+/// Zeroes the rows of `x` (viewed as `[rows, cols]`) whose flag is `false`.
+fn zero_rows<T: Float>(x: &mut Tensor<T>, keep: &[bool]) {
+    let c = x.cols();
+    for (row, &k) in x.as_mut_slice().chunks_exact_mut(c).zip(keep) {
+        if !k {
+            row.fill(T::ZERO);
+        }
+    }
+}
+
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut s = T::ZERO;
+    for (&x, &y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += alpha * x`.
+fn axpy_slice<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += alpha * v;
+    }
+}
+
+impl<T: Float> SasrecNet<T> {
+    /// A network for items `1..=n_items`, initialised from `seed` (see the module docs).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] if the configuration is invalid or `n_items` is 0.
+    pub fn new(config: &SasrecConfig, n_items: usize, seed: u64) -> Result<Self, ModelError> {
+        config.validate()?;
+        if n_items == 0 {
+            return Err(bad("n_items", n_items, "the catalogue is empty"));
+        }
+        let d = config.hidden;
+        let mut rng = Rng::new(seed);
+        let nn = |e: seqrec_nn::NnError| ModelError::Config(e.to_string());
+        // Xavier-normal std of a [fan_out, fan_in] matrix: sqrt(2 / (fan_in + fan_out)).
+        let xavier = |r: usize, c: usize| (2.0 / (r + c) as f64).sqrt();
+        let item_emb = Embedding::new(
+            "item_emb",
+            n_items + 1,
+            d,
+            xavier(n_items + 1, d),
+            Padding::Skip(0),
+            &mut rng,
+        )
+        .map_err(nn)?;
+        let pos_emb = PositionalEmbedding::new(
+            "pos_emb",
+            config.maxlen,
+            d,
+            xavier(config.maxlen, d),
+            &mut rng,
+        )
+        .map_err(nn)?;
+        let block = TransformerBlockConfig::sasrec(
+            d,
+            config.heads,
+            config.dropout,
+            splitmix64(seed ^ 0xB10C),
+        );
+        let mut encoder = TransformerEncoder::new("encoder", &block, config.blocks, true, &mut rng)
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+        encoder.visit_params_mut(&mut |p| {
+            let shape = p.value.shape().to_vec();
+            if shape.len() >= 2 {
+                let fan_in: usize = shape[1..].iter().product();
+                p.value = rng.normal_tensor(&shape, xavier(shape[0], fan_in));
+            }
+        });
+        let cache = NetCache {
+            enc: TransformerEncoderCache::new(&encoder, config.batch_size, config.maxlen),
+            keep: Vec::new(),
+            e: Tensor::zeros(&[0, d]),
+            x0: Tensor::zeros(&[0, d]),
+            x1: Tensor::zeros(&[0, d]),
+            h: Tensor::zeros(&[0, d]),
+            dh: Tensor::zeros(&[0, d]),
+            dx: Tensor::zeros(&[0, d]),
+            emb_key: None,
+            logits: Tensor::zeros(&[0, 2]),
+            dlogits: Tensor::zeros(&[0, 2]),
+            valid: Vec::new(),
+            hv: Tensor::zeros(&[0, d]),
+            dhv: Tensor::zeros(&[0, d]),
+            rows_idx: Vec::new(),
+            targets_v: Vec::new(),
+            last: Tensor::zeros(&[0, d]),
+            scores: Tensor::zeros(&[0, n_items + 1]),
+        };
+        Ok(Self {
+            item_emb,
+            pos_emb,
+            encoder,
+            config: config.clone(),
+            n_items,
+            emb_dropout_seed: splitmix64(seed ^ 0xE3B0),
+            cache,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SasrecConfig {
+        &self.config
+    }
+
+    /// Number of real items.
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+
+    /// Forward through embeddings and encoder: `ids` `[batch, maxlen]` -> `cache.h` `[batch, maxlen, d]`.
+    fn forward_hidden(&mut self, ids: &[u32], batch: usize, phase: Phase) {
+        let (l, d) = (self.config.maxlen, self.config.hidden);
+        assert_eq!(
+            ids.len(),
+            batch * l,
+            "SasrecNet: ids must be [batch, maxlen]"
+        );
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize > self.n_items) {
+            panic!(
+                "SasrecNet: item id {bad} out of range 0..={} (ids are checked where batches are built)",
+                self.n_items
+            );
+        }
+        let c = &mut self.cache;
+        let shape = [batch, l, d];
+        for t in [&mut c.e, &mut c.x0, &mut c.x1, &mut c.h] {
+            t.resize(&shape);
+        }
+        c.keep.clear();
+        c.keep.extend(ids.iter().map(|&i| i != 0));
+        // 1. e = item_emb[ids] * sqrt(d)
+        self.item_emb.forward(&mut c.e, ids);
+        scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+        // 2. x0 = e + pos_emb[t] on real positions
+        self.pos_emb
+            .forward(&mut c.x0, &c.e, PositionMask::SkipPadding(ids));
+        // 3. x1 = keep * dropout(x0)
+        c.emb_key = phase.dropout_key(self.emb_dropout_seed, self.config.dropout);
+        match c.emb_key {
+            Some(key) => dropout_forward(&mut c.x1, &c.x0, self.config.dropout, key),
+            None => c.x1.copy_from(&c.x0),
+        }
+        zero_rows(&mut c.x1, &c.keep);
+        // 4. h = encoder(x1)
+        self.encoder
+            .forward(&mut c.h, &mut c.enc, &c.x1, Some(&c.keep), phase);
+    }
+
+    /// Backward of [`Self::forward_hidden`] from `cache.dh`: parameter gradients `+=`.
+    fn backward_hidden(&mut self, ids: &[u32]) {
+        let c = &mut self.cache;
+        let d = self.config.hidden;
+        c.dx.resize(c.h.shape());
+        // 4. h = encoder(x1)  =>  dx1
+        self.encoder
+            .backward(&mut c.dx, &c.dh, &c.x1, Some(&c.keep), &mut c.enc);
+        // 3. x1 = keep * dropout(x0)  =>  dx0 = dropout'(keep * dx1)     (into e)
+        zero_rows(&mut c.dx, &c.keep);
+        match c.emb_key {
+            Some(key) => dropout_backward(&mut c.e, &c.dx, self.config.dropout, key),
+            None => c.e.copy_from(&c.dx),
+        }
+        // 2. x0 = e + pos  =>  dpos[t] += dx0, de = dx0
+        self.pos_emb.backward(&c.e, PositionMask::SkipPadding(ids));
+        // 1. e = item_emb[ids] * sqrt(d)  =>  ditem_emb[ids] += sqrt(d) de
+        scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+        self.item_emb.backward(&c.e, ids);
+    }
+
+    fn check_batch(&self, b: &TrainInputs<'_>) {
+        let n = b.rows * self.config.maxlen;
+        assert!(
+            b.inputs.len() >= n && b.targets.len() >= n,
+            "SasrecNet: inputs/targets shorter than rows * maxlen"
+        );
+        if self.config.loss == SasrecLoss::Bce {
+            assert!(
+                b.negatives.len() >= n,
+                "SasrecNet: BCE needs one negative per position"
+            );
+        }
+    }
+
+    /// The training loss of a batch (forward only, no gradient), under `phase`'s dropout.
+    ///
+    /// # Panics
+    /// If the buffers are shorter than `rows * maxlen` or hold an id above `n_items`.
+    pub fn loss(&mut self, batch: &TrainInputs<'_>, phase: Phase) -> T {
+        self.loss_impl(batch, phase, false)
+    }
+
+    /// Forward, fused loss and gradient, and backward through every layer: returns the mean loss and
+    /// adds its gradient to every parameter (`+=`; call [`Module::zero_grad`] first).
+    ///
+    /// # Panics
+    /// As [`SasrecNet::loss`].
+    pub fn forward_backward(&mut self, batch: &TrainInputs<'_>, phase: Phase) -> T {
+        self.loss_impl(batch, phase, true)
+    }
+
+    fn loss_impl(&mut self, batch: &TrainInputs<'_>, phase: Phase, grad: bool) -> T {
+        self.check_batch(batch);
+        let n = batch.rows * self.config.maxlen;
+        let ids = &batch.inputs[..n];
+        self.forward_hidden(ids, batch.rows, phase);
+        if grad {
+            self.cache.dh.resize(self.cache.h.shape());
+        }
+        let targets = &batch.targets[..n];
+        let mut loss = match self.config.loss {
+            SasrecLoss::Bce => self.bce(targets, &batch.negatives[..n], grad),
+            SasrecLoss::Ce => self.ce(targets, grad),
+        };
+        if self.config.l2_emb > 0.0 {
+            // loss += l2 ||E||  =>  dE += l2 E / ||E||
+            let w = &mut self.item_emb.weight;
+            let norm: f64 = w
+                .value
+                .as_slice()
+                .iter()
+                .map(|v| v.to_f64().powi(2))
+                .sum::<f64>()
+                .sqrt();
+            loss += T::from_f64(self.config.l2_emb * norm);
+            if grad && norm > 0.0 {
+                let a = T::from_f64(self.config.l2_emb / norm);
+                axpy_slice(w.grad.as_mut_slice(), a, w.value.as_slice());
+            }
+        }
+        if grad {
+            self.backward_hidden(ids);
+        }
+        loss
+    }
+
+    /// BCE with one negative per position; with `grad`, fills `dh` and adds the output-side gradient
+    /// of the item table.
+    fn bce(&mut self, targets: &[u32], negatives: &[u32], grad: bool) -> T {
+        let d = self.config.hidden;
+        let c = &mut self.cache;
+        let n = targets.len();
+        c.logits.resize(&[n, 2]);
+        c.dlogits.resize(&[n, 2]);
+        c.valid.clear();
+        c.valid.extend(targets.iter().map(|&t| t != 0));
+        let e = self.item_emb.weight.value.as_slice();
+        let h = c.h.as_slice();
+        // logits[r] = (h[r] . E[pos[r]], h[r] . E[neg[r]])
+        for (r, lg) in c.logits.as_mut_slice().chunks_exact_mut(2).enumerate() {
+            if c.valid[r] {
+                let hr = &h[r * d..(r + 1) * d];
+                let (p, q) = (targets[r] as usize, negatives[r] as usize);
+                lg[0] = dot(hr, &e[p * d..(p + 1) * d]);
+                lg[1] = dot(hr, &e[q * d..(q + 1) * d]);
+            } else {
+                lg.fill(T::ZERO);
+            }
+        }
+        if !grad {
+            return bce_with_logits(None, &c.logits, &c.valid);
+        }
+        let loss = bce_with_logits(Some(&mut c.dlogits), &c.logits, &c.valid);
+        // dh[r] = g0 E[pos] + g1 E[neg];  dE[pos] += g0 h[r];  dE[neg] += g1 h[r]
+        let eg = self.item_emb.weight.grad.as_mut_slice();
+        let dh = c.dh.as_mut_slice();
+        for (r, g) in c.dlogits.as_slice().chunks_exact(2).enumerate() {
+            let dhr = &mut dh[r * d..(r + 1) * d];
+            dhr.fill(T::ZERO);
+            if !c.valid[r] {
+                continue;
+            }
+            let hr = &h[r * d..(r + 1) * d];
+            let (p, q) = (targets[r] as usize, negatives[r] as usize);
+            axpy_slice(dhr, g[0], &e[p * d..(p + 1) * d]);
+            axpy_slice(dhr, g[1], &e[q * d..(q + 1) * d]);
+            axpy_slice(&mut eg[p * d..(p + 1) * d], g[0], hr);
+            axpy_slice(&mut eg[q * d..(q + 1) * d], g[1], hr);
+        }
+        loss
+    }
+
+    /// Full softmax cross-entropy over the items `1..=n_items`, in chunks of rows; with `grad`, fills
+    /// `dh` and adds the output-side gradient of the item table (padding row excluded).
+    fn ce(&mut self, targets: &[u32], grad: bool) -> T {
+        let d = self.config.hidden;
+        let cols = self.n_items + 1;
+        let c = &mut self.cache;
+        c.rows_idx.clear();
+        c.rows_idx
+            .extend((0..targets.len()).filter(|&r| targets[r] != 0));
+        let total = c.rows_idx.len();
+        if grad {
+            c.dh.fill(T::ZERO);
+        }
+        if total == 0 {
+            return T::ZERO;
+        }
+        let chunk = (CE_CHUNK_ELEMS / cols).max(1);
+        let mut loss = 0.0f64;
+        let w = &mut self.item_emb.weight;
+        for start in (0..total).step_by(chunk) {
+            let rows = &c.rows_idx[start..(start + chunk).min(total)];
+            let nc = rows.len();
+            c.hv.resize(&[nc, d]);
+            c.logits.resize(&[nc, cols]);
+            c.targets_v.clear();
+            {
+                let h = c.h.as_slice();
+                let hv = c.hv.as_mut_slice();
+                for (i, &r) in rows.iter().enumerate() {
+                    hv[i * d..(i + 1) * d].copy_from_slice(&h[r * d..(r + 1) * d]);
+                    c.targets_v.push(targets[r]);
+                }
+            }
+            // logits = hv E^T, with the padding column removed from the softmax (it is not an item).
+            gemm(
+                &mut c.logits,
+                T::ONE,
+                &c.hv,
+                Transpose::No,
+                &w.value,
+                Transpose::Yes,
+                T::ZERO,
+            );
+            for row in c.logits.as_mut_slice().chunks_exact_mut(cols) {
+                row[0] = T::NEG_INFINITY;
+            }
+            // softmax_cross_entropy averages over this chunk: rescale to the batch mean.
+            let alpha = nc as f64 / total as f64;
+            if !grad {
+                let l = softmax_cross_entropy(None, &c.logits, &c.targets_v, 0);
+                loss += l.to_f64() * alpha;
+                continue;
+            }
+            c.dlogits.resize(&[nc, cols]);
+            let l = softmax_cross_entropy(Some(&mut c.dlogits), &c.logits, &c.targets_v, 0);
+            loss += l.to_f64() * alpha;
+            let a = T::from_f64(alpha);
+            // dhv = alpha dlogits E;  dE += alpha dlogits^T hv
+            c.dhv.resize(&[nc, d]);
+            gemm(
+                &mut c.dhv,
+                a,
+                &c.dlogits,
+                Transpose::No,
+                &w.value,
+                Transpose::No,
+                T::ZERO,
+            );
+            gemm(
+                &mut w.grad,
+                a,
+                &c.dlogits,
+                Transpose::Yes,
+                &c.hv,
+                Transpose::No,
+                T::ONE,
+            );
+            let dh = c.dh.as_mut_slice();
+            let dhv = c.dhv.as_slice();
+            for (i, &r) in rows.iter().enumerate() {
+                dh[r * d..(r + 1) * d].copy_from_slice(&dhv[i * d..(i + 1) * d]);
+            }
+        }
+        if grad {
+            // The padding row keeps a zero value and no gradient (padding_idx); its softmax weight was
+            // exp(-inf) = 0 anyway.
+            w.grad.as_mut_slice()[..d].fill(T::ZERO);
+        }
+        T::from_f64(loss)
+    }
+
+    /// Scores every item for `batch` histories `[batch, maxlen]` (right-aligned), without dropout:
+    /// `scores[b, i] = h_last[b] . E[i]`, `scores`: `[batch, n_items + 1]`.
+    ///
+    /// # Panics
+    /// If the buffers have the wrong length or an id is above `n_items`.
+    pub fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [T]) {
+        let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        assert_eq!(
+            histories.len(),
+            batch * l,
+            "SasrecNet::score: histories must be [batch, maxlen]"
+        );
+        assert_eq!(
+            scores.len(),
+            batch * cols,
+            "SasrecNet::score: scores must be [batch, n_items + 1]"
+        );
+        // Sub-batches of at most batch_size rows keep the caches at their training size.
+        let step = self.config.batch_size;
+        for start in (0..batch).step_by(step) {
+            let b = step.min(batch - start);
+            self.forward_hidden(&histories[start * l..(start + b) * l], b, Phase::Eval);
+            let c = &mut self.cache;
+            c.last.resize(&[b, d]);
+            let h = c.h.as_slice();
+            for (r, row) in c.last.as_mut_slice().chunks_exact_mut(d).enumerate() {
+                let t = r * l + l - 1;
+                row.copy_from_slice(&h[t * d..(t + 1) * d]);
+            }
+            c.scores.resize(&[b, cols]);
+            gemm(
+                &mut c.scores,
+                T::ONE,
+                &c.last,
+                Transpose::No,
+                &self.item_emb.weight.value,
+                Transpose::Yes,
+                T::ZERO,
+            );
+            scores[start * cols..(start + b) * cols].copy_from_slice(c.scores.as_slice());
+        }
+    }
+}
+
+impl<T: Float> Module<T> for SasrecNet<T> {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
+        self.item_emb.visit_params(f);
+        self.pos_emb.visit_params(f);
+        self.encoder.visit_params(f);
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
+        self.item_emb.visit_params_mut(f);
+        self.pos_emb.visit_params_mut(f);
+        self.encoder.visit_params_mut(f);
+    }
+}
+
+/// A flat list of named tensors: Adam's moments, saved with [`checkpoint`].
+#[derive(Clone, Debug)]
+struct ParamList(Vec<Param<f32>>);
+
+impl Module<f32> for ParamList {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param<f32>)) {
+        self.0.iter().for_each(f);
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<f32>)) {
+        self.0.iter_mut().for_each(f);
+    }
+}
+
+/// Adam as `torch.optim.Adam` (no weight decay, `amsgrad = False`), with state that can be saved and
+/// restored (the moments live in [`ParamList`]s named `exp_avg.<param>` / `exp_avg_sq.<param>`).
+#[derive(Clone, Debug)]
+struct AdamState {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    steps: u64,
+    m: ParamList,
+    v: ParamList,
+}
+
+impl AdamState {
+    fn new(config: &SasrecConfig, net: &SasrecNet<f32>) -> Self {
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        net.visit_params(&mut |p| {
+            m.push(Param::new(
+                format!("exp_avg.{}", p.name),
+                Tensor::zeros(p.value.shape()),
+            ));
+            v.push(Param::new(
+                format!("exp_avg_sq.{}", p.name),
+                Tensor::zeros(p.value.shape()),
+            ));
+        });
+        Self {
+            lr: config.lr,
+            betas: config.betas,
+            eps: config.adam_eps,
+            steps: 0,
+            m: ParamList(m),
+            v: ParamList(v),
+        }
+    }
+
+    /// `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+    fn step(&mut self, net: &mut SasrecNet<f32>) {
+        let t = (self.steps + 1) as i32;
+        let (b1, b2) = self.betas;
+        let step_size = self.lr / (1.0 - b1.powi(t));
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let eps = self.eps;
+        let (ms, vs) = (&mut self.m.0, &mut self.v.0);
+        let mut i = 0;
+        net.visit_params_mut(&mut |p| {
+            let (m, v) = (ms[i].value.as_mut_slice(), vs[i].value.as_mut_slice());
+            for (j, (w, &g)) in p
+                .value
+                .as_mut_slice()
+                .iter_mut()
+                .zip(p.grad.as_slice())
+                .enumerate()
+            {
+                let g = g as f64;
+                let mj = (b1 * m[j] as f64 + (1.0 - b1) * g) as f32;
+                let vj = (b2 * v[j] as f64 + (1.0 - b2) * g * g) as f32;
+                m[j] = mj;
+                v[j] = vj;
+                let denom = (vj as f64).sqrt() / bc2_sqrt + eps;
+                *w = (*w as f64 - step_size * mj as f64 / denom) as f32;
+            }
+            i += 1;
+        });
+        self.steps += 1;
+    }
+}
+
+/// What `state.json` of a checkpoint holds besides the tensors.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedState {
+    format: u32,
+    model: String,
+    n_items: usize,
+    seed: u64,
+    adam_steps: u64,
+    config: SasrecConfig,
+}
+
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIM_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ckpt_err(path, e)
+    })
+}
+
+/// SASRec as a [`Model`]: a [`SasrecNet<f32>`], Adam, and the seed that keys shuffling, negatives and
+/// dropout.
+///
+/// ```
+/// use seqrec_data::{Dataset, Split, Vocab};
+/// use seqrec_models::{Model, Sasrec, SasrecConfig};
+///
+/// let users = Vocab::from_originals((0..4).map(|u| u.to_string()).collect()).unwrap();
+/// let items = Vocab::from_originals((0..6).map(|i| i.to_string()).collect()).unwrap();
+/// let seqs = (0..4u32).map(|u| ((0..6).map(|t| (u + t) % 6 + 1).collect(), (0..6).collect())).collect();
+/// let ds = Dataset::from_sequences(users, items, seqs).unwrap();
+/// let split = Split::leave_one_out(&ds);
+/// let train = split.train_sequences(&ds).unwrap();
+/// let config = SasrecConfig { hidden: 8, heads: 2, maxlen: 5, batch_size: 2, ..SasrecConfig::default() };
+/// let mut model = Sasrec::new(config, &train, 42).unwrap();
+/// let report = model.train_epoch(&train, 0, &mut |_| {}).unwrap();
+/// assert_eq!(report.steps, 2);
+/// assert!(report.loss.is_finite());
+/// let mut scores = vec![0.0f32; 7];
+/// model.score(&[0, 0, 1, 2, 3], 1, &mut scores);
+/// assert!(scores[1..].iter().all(|s| s.is_finite()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sasrec {
+    net: SasrecNet<f32>,
+    adam: AdamState,
+    seed: u64,
+}
+
+impl Sasrec {
+    /// A model for the catalogue of `train`, initialised from `seed`.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for an invalid configuration or an empty catalogue.
+    pub fn new(config: SasrecConfig, train: &Sequences<'_>, seed: u64) -> Result<Self, ModelError> {
+        let net = SasrecNet::new(&config, train.n_items(), seed)?;
+        let adam = AdamState::new(&config, &net);
+        Ok(Self { net, adam, seed })
+    }
+
+    /// The network (parameters by name through [`Module::visit_params`]).
+    pub fn net(&self) -> &SasrecNet<f32> {
+        &self.net
+    }
+
+    /// The network, mutably (to inspect or replace parameters, e.g. pretrained item embeddings).
+    pub fn net_mut(&mut self) -> &mut SasrecNet<f32> {
+        &mut self.net
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SasrecConfig {
+        self.net.config()
+    }
+
+    /// Optimisation steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.adam.steps
+    }
+
+    /// The dropout key step of step `step` of epoch `epoch`: distinct for every (epoch, step).
+    fn dropout_step(epoch: usize, step: usize) -> u64 {
+        ((epoch as u64) << 32) | step as u64
+    }
+}
+
+impl Model for Sasrec {
+    fn name(&self) -> &'static str {
+        "sasrec"
+    }
+
+    fn n_items(&self) -> usize {
+        self.net.n_items
+    }
+
+    fn max_history(&self) -> usize {
+        self.net.config.maxlen
+    }
+
+    fn train_epoch(
+        &mut self,
+        train: &Sequences<'_>,
+        epoch: usize,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        let config = self.net.config.clone();
+        if train.n_items() != self.net.n_items {
+            return Err(ModelError::Data(format!(
+                "training data has {} items, the model {}",
+                train.n_items(),
+                self.net.n_items
+            )));
+        }
+        let data = |e: &dyn std::fmt::Display| ModelError::Data(e.to_string());
+        let negatives = match config.loss {
+            SasrecLoss::Bce => Negatives::PerPosition {
+                n: 1,
+                sampler: NegativeSampler::uniform(self.net.n_items).map_err(|e| data(&e))?,
+            },
+            SasrecLoss::Ce => Negatives::None,
+        };
+        let bcfg = seqrec_data::SasrecConfig {
+            batch_size: config.batch_size,
+            maxlen: config.maxlen,
+            window: WindowMode::Last,
+            negatives,
+            shuffle: true,
+            seed: self.seed,
+            context: None,
+        };
+        let mut batcher = SasrecBatcher::new(train.clone(), bcfg).map_err(|e| data(&e))?;
+        batcher.start_epoch(epoch as u64);
+        let steps = batcher.n_batches();
+        let (mut sum, mut sequences) = (0.0f64, 0usize);
+        for step in 0..steps {
+            let batch = match batcher.next_batch().map_err(|e| data(&e))? {
+                Some(b) => b,
+                None => break,
+            };
+            let inputs = TrainInputs {
+                rows: batch.rows,
+                inputs: &batch.inputs,
+                targets: &batch.targets,
+                negatives: &batch.negatives,
+            };
+            self.net.zero_grad();
+            let phase = Phase::Train {
+                step: Self::dropout_step(epoch, step),
+            };
+            let loss = self.net.forward_backward(&inputs, phase).to_f64();
+            if !loss.is_finite() {
+                return Err(ModelError::NonFinite {
+                    what: "loss",
+                    epoch,
+                    step,
+                    value: loss,
+                });
+            }
+            if let Some(max) = config.clip_grad_norm {
+                let norm = seqrec_nn::clip::clip_grad_norm(&mut self.net, max)
+                    .map_err(|e| ModelError::Config(e.to_string()))?;
+                if !norm.is_finite() {
+                    return Err(ModelError::NonFinite {
+                        what: "gradient norm",
+                        epoch,
+                        step,
+                        value: norm,
+                    });
+                }
+            }
+            self.adam.step(&mut self.net);
+            sum += loss;
+            sequences += batch.rows;
+            on_step(&StepReport {
+                step,
+                steps,
+                loss,
+                sequences: batch.rows,
+            });
+        }
+        Ok(EpochReport {
+            loss: if steps == 0 { 0.0 } else { sum / steps as f64 },
+            steps,
+            sequences,
+        })
+    }
+
+    fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        self.net.score(histories, batch, scores);
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e))?;
+        let model = dir.join(MODEL_FILE);
+        checkpoint::save(&self.net, &model).map_err(|e| ckpt_err(&model, e))?;
+        let optim = dir.join(OPTIM_FILE);
+        let mut moments = self.adam.m.0.clone();
+        moments.extend(self.adam.v.0.iter().cloned());
+        checkpoint::save(&ParamList(moments), &optim).map_err(|e| ckpt_err(&optim, e))?;
+        let state = SavedState {
+            format: 1,
+            model: "sasrec".into(),
+            n_items: self.net.n_items,
+            seed: self.seed,
+            adam_steps: self.adam.steps,
+            config: self.net.config.clone(),
+        };
+        let path = dir.join(STATE_FILE);
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| ckpt_err(&path, e))?;
+        write_atomic(&path, &json)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(STATE_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| ckpt_err(&path, e))?;
+        let state: SavedState = serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&path, e))?;
+        if state.model != "sasrec" || state.format != 1 {
+            return Err(ckpt_err(
+                &path,
+                format!(
+                    "not a SASRec checkpoint of format 1 (model {:?}, format {})",
+                    state.model, state.format
+                ),
+            ));
+        }
+        // Tensors are checked by name and shape (the error names the tensor and both shapes); all
+        // files are read into copies first, so a failed load leaves the model untouched.
+        let optim = dir.join(OPTIM_FILE);
+        let mut moments = self.adam.m.0.clone();
+        moments.extend(self.adam.v.0.iter().cloned());
+        let mut moments = ParamList(moments);
+        checkpoint::load(&mut moments, &optim).map_err(|e| ckpt_err(&optim, e))?;
+        // Dropout seeds derive from the model seed, fixed when the network is built: a checkpoint of
+        // another seed is loaded into a network rebuilt with that seed (and this model's config, so
+        // shapes are still checked against it).
+        // `checkpoint::load` checks the whole file before copying, so a failure leaves `self.net` as is.
+        let model = dir.join(MODEL_FILE);
+        if state.seed == self.seed {
+            checkpoint::load(&mut self.net, &model).map_err(|e| ckpt_err(&model, e))?;
+        } else {
+            let mut net = SasrecNet::new(&self.net.config, self.net.n_items, state.seed)?;
+            checkpoint::load(&mut net, &model).map_err(|e| ckpt_err(&model, e))?;
+            self.net = net;
+        }
+        let v = moments.0.split_off(self.adam.m.0.len());
+        self.adam.m = moments;
+        self.adam.v = ParamList(v);
+        self.adam.steps = state.adam_steps;
+        self.seed = state.seed;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seqrec_nn::optim::{Adam, AdamConfig, Optimizer};
+
+    /// The private Adam (needed because its state must be checkpointed) is `seqrec_nn::optim::Adam`
+    /// with PyTorch's maths: same parameters after three steps, bit for bit, and the same moments.
+    #[test]
+    fn adam_state_matches_seqrec_nn_adam() {
+        let config = SasrecConfig {
+            hidden: 8,
+            heads: 2,
+            maxlen: 4,
+            lr: 0.01,
+            ..SasrecConfig::default()
+        };
+        let mut a = SasrecNet::<f32>::new(&config, 5, 3).unwrap();
+        let mut b = a.clone();
+        let mut ours = AdamState::new(&config, &a);
+        let mut theirs = Adam::<f32>::new(AdamConfig {
+            betas: config.betas,
+            eps: config.adam_eps,
+            ..AdamConfig::adam(config.lr)
+        })
+        .unwrap();
+        let mut rng = Rng::new(9);
+        for _ in 0..3 {
+            let mut grads = Vec::new();
+            a.visit_params(&mut |p| grads.push(rng.normal_tensor::<f32>(p.value.shape(), 1.0)));
+            let mut i = 0;
+            a.visit_params_mut(&mut |p| {
+                p.grad = grads[i].clone();
+                i += 1;
+            });
+            let mut i = 0;
+            b.visit_params_mut(&mut |p| {
+                p.grad = grads[i].clone();
+                i += 1;
+            });
+            ours.step(&mut a);
+            theirs.step(&mut b).unwrap();
+        }
+        let (mut va, mut vb) = (Vec::new(), Vec::new());
+        a.visit_params(&mut |p| va.push(p.value.clone()));
+        b.visit_params(&mut |p| vb.push(p.value.clone()));
+        assert_eq!(va, vb);
+        for (s, m) in theirs.slots().iter().zip(&ours.m.0) {
+            assert_eq!(s.m, m.value.as_slice(), "{}", s.name);
+        }
+        assert_eq!(ours.steps, theirs.steps());
+    }
+}
