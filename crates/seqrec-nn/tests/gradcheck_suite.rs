@@ -296,7 +296,15 @@ fn bad_shapes_and_names_are_errors_naming_the_field() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(6))]
+    // A fixed proptest seed: SASRec's ReLU has a kink, and when a pre-activation lies within the
+    // finite-difference step of 0 the central difference itself is wrong (seen once, ratio 1.25, with a
+    // ReLU Pre block, which is why that case now uses GELU). 300 random shapes and seeds then gave no
+    // failure, but the chance is not zero, so CI runs the same 12 cases every time.
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(2026),
+        ..ProptestConfig::default()
+    })]
 
     /// Random small shapes: batch 1 (no padding at all), seq 1, one or two heads and layers.
     #[test]

@@ -556,12 +556,13 @@ pub fn block_post(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     block(s, seed, config)
 }
 
-/// [`TransformerBlock`] with [`NormPlacement::Pre`] (causal, ReLU, `d_ff = 2 width`, padded outputs
-/// zeroed); as [`block_post`].
+/// [`TransformerBlock`] with [`NormPlacement::Pre`] (causal, tanh-approximated GELU, `d_ff = 2 width`,
+/// eps 1e-5, padded outputs zeroed); as [`block_post`].
 pub fn block_pre(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     let config = TransformerBlockConfig {
         d_ff: 2 * s.width,
-        activation: Activation::Relu,
+        activation: Activation::Gelu(Gelu::Tanh),
+        eps: 1e-5,
         mask: AttentionMask::Causal,
         norm: NormPlacement::Pre,
         zero_padded_outputs: true,
