@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use clap::Args;
+use seqrec_nn::gradcheck::GradTolerance;
 use seqrec_nn::gradcheck::suite::{self, SuiteCase, SuiteRow, SuiteShape};
 
 /// Options of `cargo xtask gradcheck` (defaults: [`SuiteShape::DEFAULT`]).
@@ -34,6 +35,13 @@ pub struct GradcheckArgs {
     /// Sampled negatives per position for the sampled losses.
     #[arg(long, default_value_t = SuiteShape::DEFAULT.negatives)]
     negatives: usize,
+    /// Relative part of the pass criterion |a - n| <= abs + rel * max(|a|, |n|).
+    #[arg(long, default_value_t = GradTolerance::STRICT.relative)]
+    rel_tol: f64,
+    /// Absolute part of the pass criterion. The default 1e-9 is near the central difference's
+    /// round-off floor: shapes much larger than the default need more (e.g. 1e-8).
+    #[arg(long, default_value_t = GradTolerance::STRICT.absolute)]
+    abs_tol: f64,
     /// Run only these cases (comma-separated or repeated; see --list).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
@@ -60,6 +68,10 @@ pub fn run(args: GradcheckArgs) -> anyhow::Result<()> {
         negatives: args.negatives,
     };
     shape.validate()?;
+    let tol = GradTolerance {
+        relative: args.rel_tol,
+        absolute: args.abs_tol,
+    };
     let cases: Vec<SuiteCase> = if args.only.is_empty() {
         suite::CASES.to_vec()
     } else {
@@ -68,8 +80,8 @@ pub fn run(args: GradcheckArgs) -> anyhow::Result<()> {
     println!(
         "gradcheck: f64 central differences (step {:e}), tolerance |a - n| <= {:e} + {:e} max(|a|, |n|)",
         seqrec_nn::gradcheck::EPS,
-        seqrec_nn::gradcheck::GradTolerance::STRICT.absolute,
-        seqrec_nn::gradcheck::GradTolerance::STRICT.relative,
+        tol.absolute,
+        tol.relative,
     );
     println!(
         "shape: batch {} seq {} width {} heads {} layers {} items {} negatives {}; seed {}\n",
@@ -83,7 +95,7 @@ pub fn run(args: GradcheckArgs) -> anyhow::Result<()> {
         args.seed
     );
     let start = Instant::now();
-    let rows = suite::run_cases(&shape, args.seed, &cases)?;
+    let rows = suite::run_cases(&shape, args.seed, tol, &cases)?;
     let secs = start.elapsed().as_secs_f64();
     print!("{}", table(&rows));
     let failed = rows.iter().filter(|r| !r.pass).count();

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use seqrec_nn::NnError;
+use seqrec_nn::gradcheck::GradTolerance;
 use seqrec_nn::gradcheck::suite::{CASES, SuiteRow, SuiteShape, find_cases, run_cases, run_suite};
 
 fn assert_all_pass(rows: &[SuiteRow], what: &str) {
@@ -286,10 +287,32 @@ fn bad_shapes_and_names_are_errors_naming_the_field() {
         "{msg}"
     );
     // A filter that leaves nothing to run is an error, not an empty success.
-    assert!(run_cases(&SuiteShape::TINY, 0, &[]).is_err());
+    assert!(run_cases(&SuiteShape::TINY, 0, GradTolerance::STRICT, &[]).is_err());
+    let nan = GradTolerance {
+        relative: f64::NAN,
+        absolute: 0.0,
+    };
+    assert_eq!(
+        field(run_cases(&SuiteShape::TINY, 0, nan, CASES).unwrap_err()),
+        "GradTolerance.relative"
+    );
+    // The tolerance decides pass/fail: with a zero tolerance the same checks fail (round-off is never
+    // exactly zero everywhere), so rows are not passing by construction.
+    let zero = GradTolerance {
+        relative: 0.0,
+        absolute: 0.0,
+    };
+    let strictest = run_cases(
+        &SuiteShape::TINY,
+        0,
+        zero,
+        &find_cases(&["linear"]).unwrap(),
+    )
+    .unwrap();
+    assert!(strictest.iter().any(|r| !r.pass), "{strictest:?}");
     // --only runs exactly the named cases, in the order given.
     let cases = find_cases(&["lstm", "bpr"]).unwrap();
-    let rows = run_cases(&SuiteShape::TINY, 0, &cases).unwrap();
+    let rows = run_cases(&SuiteShape::TINY, 0, GradTolerance::STRICT, &cases).unwrap();
     assert_all_pass(&rows, "only");
     let layers: Vec<&str> = rows.iter().map(|r| r.layer).collect();
     assert_eq!(layers, [vec!["lstm"; 4 * 2 + 3], vec!["bpr"]].concat());

@@ -36,9 +36,6 @@ use crate::{
     TransformerEncoder, TransformerEncoderCache,
 };
 
-/// Every check uses the project's `f64` bar.
-const TOL: GradTolerance = GradTolerance::STRICT;
-
 /// The sizes every check is built from.
 ///
 /// A width of 2 (or a head dimension feeding a layer norm over 2 elements) makes a layer norm nearly a
@@ -147,7 +144,7 @@ pub struct SuiteCase {
     /// The public type (layer) or function (loss) of this crate the case checks.
     pub covers: &'static str,
     /// Builds the layer from the shape and seed, runs forward and backward, returns one error per tensor.
-    pub run: fn(&SuiteShape, u64) -> Vec<GradError>,
+    pub run: fn(&SuiteShape, u64, GradTolerance) -> Vec<GradError>,
 }
 
 /// Every case of the suite, in table order.
@@ -186,7 +183,7 @@ pub const CASES: &[SuiteCase] = &[
 const fn case(
     name: &'static str,
     covers: &'static str,
-    run: fn(&SuiteShape, u64) -> Vec<GradError>,
+    run: fn(&SuiteShape, u64, GradTolerance) -> Vec<GradError>,
 ) -> SuiteCase {
     SuiteCase { name, covers, run }
 }
@@ -204,9 +201,9 @@ pub struct SuiteRow {
     pub max_abs: f64,
     /// Largest relative error (over elements whose gradient is above 1e-12).
     pub max_rel: f64,
-    /// Largest error over its tolerance under [`GradTolerance::STRICT`]; at most 1 passes.
+    /// Largest error over its tolerance (the tolerance the suite ran with); at most 1 passes.
     pub worst_ratio: f64,
-    /// Every element within [`GradTolerance::STRICT`].
+    /// Every element within the tolerance.
     pub pass: bool,
 }
 
@@ -224,32 +221,48 @@ impl SuiteRow {
     }
 }
 
-/// Runs every case of [`CASES`] at `shape` and returns one row per checked tensor.
+/// Runs every case of [`CASES`] at `shape` under [`GradTolerance::STRICT`] and returns one row per
+/// checked tensor.
 ///
 /// A case that checks nothing yields a failing row named `<nothing checked>`.
 ///
 /// # Errors
 /// [`NnError::InvalidConfig`] if `shape` is invalid (see [`SuiteShape::validate`]).
 pub fn run_suite(shape: &SuiteShape, seed: u64) -> Result<Vec<SuiteRow>, NnError> {
-    run_cases(shape, seed, CASES)
+    run_cases(shape, seed, GradTolerance::STRICT, CASES)
 }
 
-/// Runs the given cases (e.g. from [`find_cases`]) at `shape`; see [`run_suite`].
+/// Runs the given cases (e.g. from [`find_cases`]) at `shape` under `tol`; see [`run_suite`].
+///
+/// [`GradTolerance::STRICT`]'s absolute part (1e-9) sits near the round-off floor of a central
+/// difference, about `f64::EPSILON * |terms of L| / EPS`: at shapes much larger than
+/// [`SuiteShape::DEFAULT`] gradients that are exactly zero (the key part of `in_proj_bias`, which
+/// softmax ignores) show numeric values of a few 1e-9, so a larger shape needs a larger `absolute`.
 ///
 /// # Errors
-/// [`NnError::InvalidConfig`] if `shape` is invalid or `cases` is empty.
+/// [`NnError::InvalidConfig`] if `shape` is invalid, `cases` is empty, or a tolerance is negative or
+/// not finite.
 pub fn run_cases(
     shape: &SuiteShape,
     seed: u64,
+    tol: GradTolerance,
     cases: &[SuiteCase],
 ) -> Result<Vec<SuiteRow>, NnError> {
     shape.validate()?;
+    for (field, v) in [
+        ("GradTolerance.relative", tol.relative),
+        ("GradTolerance.absolute", tol.absolute),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(NnError::config(field, v, "must be finite and >= 0"));
+        }
+    }
     if cases.is_empty() {
         return Err(NnError::config("gradcheck cases", 0, "nothing to check"));
     }
     let mut rows = Vec::new();
     for c in cases {
-        let errors = (c.run)(shape, seed);
+        let errors = (c.run)(shape, seed, tol);
         if errors.is_empty() {
             rows.push(SuiteRow {
                 layer: c.name,
@@ -291,14 +304,15 @@ pub fn find_cases<S: AsRef<str>>(names: &[S]) -> Result<Vec<SuiteCase>, NnError>
 
 /// Checks every parameter of `m`, then the input `x` against `dx`, for the loss `loss(m, x)`.
 fn check_layer<M: Module<f64>>(
+    tol: GradTolerance,
     m: &mut M,
     x: &mut Tensor<f64>,
     dx: &Tensor<f64>,
     loss: impl Fn(&M, &Tensor<f64>) -> f64,
 ) -> Vec<GradError> {
     let x0 = x.clone();
-    let mut errors = check_module(m, TOL, &mut |m: &mut M| loss(m, &x0));
-    errors.push(check_input("x", x, dx, TOL, &mut |x| loss(m, x)));
+    let mut errors = check_module(m, tol, &mut |m: &mut M| loss(m, &x0));
+    errors.push(check_input("x", x, dx, tol, &mut |x| loss(m, x)));
     errors
 }
 
@@ -342,7 +356,7 @@ fn zero_padded(mut r: Tensor<f64>, keep: &[bool]) -> Tensor<f64> {
 // ---------------------------------------------------------------- core layers
 
 /// [`Linear`] `width -> 2 * width` with bias on `x: [batch, seq, width]`: `weight`, `bias`, `x`.
-pub fn linear(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn linear(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d, o) = (s.batch, s.seq, s.width, 2 * s.width);
     let mut fc = Linear::<f64>::new("fc", d, o, true, &mut rng);
@@ -354,7 +368,7 @@ pub fn linear(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     fc.zero_grad();
     fc.forward(&mut y, &x);
     fc.backward(Some(&mut dx), &r, &x);
-    check_layer(&mut fc, &mut x, &dx, |m, x| {
+    check_layer(tol, &mut fc, &mut x, &dx, |m, x| {
         let mut y = Tensor::zeros(&[b, t, o]);
         m.forward(&mut y, x);
         dot(&y, &r)
@@ -363,7 +377,7 @@ pub fn linear(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 
 /// [`LayerNorm`] over `width` on `[batch * seq, width]` rows (eps 1e-5, random affine): `weight`,
 /// `bias`, `x`.
-pub fn layer_norm(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn layer_norm(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (rows, d) = (s.rows(), s.width);
     let mut ln = LayerNorm::<f64>::new("ln", d, 1e-5);
@@ -376,7 +390,7 @@ pub fn layer_norm(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     ln.zero_grad();
     ln.forward(&mut y, &mut cache, &x);
     ln.backward(&mut dx, &r, &x, &cache);
-    check_layer(&mut ln, &mut x, &dx, |m, x| {
+    check_layer(tol, &mut ln, &mut x, &dx, |m, x| {
         let mut y = Tensor::zeros(&[rows, d]);
         m.forward(&mut y, &mut LayerNormCache::new(rows), x);
         dot(&y, &r)
@@ -385,7 +399,7 @@ pub fn layer_norm(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 
 /// [`Embedding`] of `items + 1` rows (padding id 0 skipped) looked up by a padded batch of ids:
 /// `weight` (ids have no gradient). `r` is zero at padded positions, as a masked loss makes it.
-pub fn embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn embedding(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let mut emb = Embedding::<f64>::new("emb", s.items + 1, d, 1.0, Padding::Skip(0), &mut rng)
@@ -394,7 +408,7 @@ pub fn embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     let r = zero_padded(rng.normal_tensor::<f64>(&[b * t, d], 1.0), &s.keep());
     emb.zero_grad();
     emb.backward(&r.clone().reshaped(&[b, t, d]), &ids);
-    check_module(&mut emb, TOL, &mut |m: &mut Embedding<f64>| {
+    check_module(&mut emb, tol, &mut |m: &mut Embedding<f64>| {
         let mut y = Tensor::zeros(&[b * t, d]);
         m.forward(&mut y, &ids);
         dot(&y, &r)
@@ -404,7 +418,7 @@ pub fn embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 /// [`PositionalEmbedding`] (`max_len = seq`) skipping padded positions: `weight` and `x` (whose
 /// gradient is `dy` itself). `r` is non-zero at padded positions too: they pass `x` through, so the
 /// check also covers "padding gets no position".
-pub fn positional_embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn positional_embedding(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let mut pos =
@@ -418,7 +432,7 @@ pub fn positional_embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     pos.forward(&mut y, &x, mask);
     pos.backward(&r, mask);
     // The layer writes no dx: the input gradient is dy = r (identity).
-    check_layer(&mut pos, &mut x, &r.clone(), |m, x| {
+    check_layer(tol, &mut pos, &mut x, &r.clone(), |m, x| {
         let mut y = Tensor::zeros(&[b, t, d]);
         m.forward(&mut y, x, mask);
         dot(&y, &r)
@@ -428,7 +442,7 @@ pub fn positional_embedding(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 /// [`Dropout`] with `p = 0.25` on `[batch * seq, width]`: `x`. The mask is a function of the seed and
 /// the call counter, so replaying counter 0 makes the layer linear and the check exact (`p = 0` would
 /// check only the identity).
-pub fn dropout(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn dropout(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (rows, d) = (s.rows(), s.width);
     let mut x = rng.normal_tensor::<f64>(&[rows, d], 1.0);
@@ -440,7 +454,7 @@ pub fn dropout(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     let mut dx = Tensor::zeros(&[rows, d]);
     drop.backward(&mut dx, &r, &cache);
     let mut replay = Dropout::new(0.25, seed).expect("p in [0, 1)");
-    vec![check_input("x", &mut x, &dx, TOL, &mut |x| {
+    vec![check_input("x", &mut x, &dx, tol, &mut |x| {
         replay.set_counter(0);
         let mut y = Tensor::zeros(&[rows, d]);
         replay.forward(&mut y, &mut DropoutCache::new(), x);
@@ -452,7 +466,7 @@ pub fn dropout(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 
 /// [`FeedForward`] `width -> 4 width -> width` with exact GELU (BERT4Rec's), dropout 0:
 /// `linear1.*`, `linear2.*`, `x`.
-pub fn feed_forward(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn feed_forward(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let config = FeedForwardConfig {
@@ -472,7 +486,7 @@ pub fn feed_forward(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     ff.zero_grad();
     let mut dx = Tensor::zeros(&[b, t, d]);
     ff.backward(Some(&mut dx), &r, &x, &mut cache);
-    check_layer(&mut ff, &mut x, &dx, |m, x| {
+    check_layer(tol, &mut ff, &mut x, &dx, |m, x| {
         let mut c = FeedForwardCache::new(m.config(), b * t);
         let mut y = Tensor::zeros(&[b, t, d]);
         m.forward(&mut y, &mut c, x, phase);
@@ -482,16 +496,16 @@ pub fn feed_forward(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 
 /// [`MultiheadAttention`] (causal) with separate query and key/value inputs and a padded batch:
 /// `in_proj_*`, `out_proj.*`, `x_q`, `x_kv`.
-pub fn mha_causal(s: &SuiteShape, seed: u64) -> Vec<GradError> {
-    mha(s, seed, AttentionMask::Causal)
+pub fn mha_causal(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
+    mha(s, seed, tol, AttentionMask::Causal)
 }
 
 /// [`MultiheadAttention`] (bidirectional, BERT4Rec) with a padded batch; as [`mha_causal`].
-pub fn mha_bidirectional(s: &SuiteShape, seed: u64) -> Vec<GradError> {
-    mha(s, seed, AttentionMask::Bidirectional)
+pub fn mha_bidirectional(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
+    mha(s, seed, tol, AttentionMask::Bidirectional)
 }
 
-fn mha(s: &SuiteShape, seed: u64, mask: AttentionMask) -> Vec<GradError> {
+fn mha(s: &SuiteShape, seed: u64, tol: GradTolerance, mask: AttentionMask) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let config = MhaConfig {
@@ -524,14 +538,14 @@ fn mha(s: &SuiteShape, seed: u64, mask: AttentionMask) -> Vec<GradError> {
     m.zero_grad();
     let (mut dxq, mut dxkv) = (Tensor::zeros(&[b, t, d]), Tensor::zeros(&[b, t, d]));
     m.backward(&mut dxq, &mut dxkv, &r, &xq, &xkv, &mut cache);
-    let mut errors = check_module(&mut m, TOL, &mut |m: &mut MultiheadAttention<f64>| {
+    let mut errors = check_module(&mut m, tol, &mut |m: &mut MultiheadAttention<f64>| {
         loss(m, &xq, &xkv)
     });
     let xkv0 = xkv.clone();
-    errors.push(check_input("x_q", &mut xq, &dxq, TOL, &mut |x| {
+    errors.push(check_input("x_q", &mut xq, &dxq, tol, &mut |x| {
         loss(&m, x, &xkv0)
     }));
-    errors.push(check_input("x_kv", &mut xkv, &dxkv, TOL, &mut |x| {
+    errors.push(check_input("x_kv", &mut xkv, &dxkv, tol, &mut |x| {
         loss(&m, &xq, x)
     }));
     errors
@@ -539,7 +553,7 @@ fn mha(s: &SuiteShape, seed: u64, mask: AttentionMask) -> Vec<GradError> {
 
 /// [`TransformerBlock`] with [`NormPlacement::Post`] (BERT4Rec: bidirectional, GELU, `d_ff = 4 width`),
 /// padded batch, random layer-norm affines: its 12 parameters and `x`.
-pub fn block_post(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn block_post(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let config = TransformerBlockConfig {
         d_model: s.width,
         num_heads: s.heads,
@@ -553,12 +567,12 @@ pub fn block_post(s: &SuiteShape, seed: u64) -> Vec<GradError> {
         mask_padded_keys: true,
         seed,
     };
-    block(s, seed, config)
+    block(s, seed, tol, config)
 }
 
 /// [`TransformerBlock`] with [`NormPlacement::Pre`] (causal, tanh-approximated GELU, `d_ff = 2 width`,
 /// eps 1e-5, padded outputs zeroed); as [`block_post`].
-pub fn block_pre(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn block_pre(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let config = TransformerBlockConfig {
         d_ff: 2 * s.width,
         activation: Activation::Gelu(Gelu::Tanh),
@@ -568,20 +582,26 @@ pub fn block_pre(s: &SuiteShape, seed: u64) -> Vec<GradError> {
         zero_padded_outputs: true,
         ..TransformerBlockConfig::sasrec(s.width, s.heads, 0.0, seed)
     };
-    block(s, seed, config)
+    block(s, seed, tol, config)
 }
 
 /// [`TransformerBlock`] with [`NormPlacement::SasRec`], exactly [`TransformerBlockConfig::sasrec`]
 /// (eps 1e-8) with dropout 0; as [`block_post`].
-pub fn block_sasrec(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn block_sasrec(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     block(
         s,
         seed,
+        tol,
         TransformerBlockConfig::sasrec(s.width, s.heads, 0.0, seed),
     )
 }
 
-fn block(s: &SuiteShape, seed: u64, config: TransformerBlockConfig) -> Vec<GradError> {
+fn block(
+    s: &SuiteShape,
+    seed: u64,
+    tol: GradTolerance,
+    config: TransformerBlockConfig,
+) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let mut m =
@@ -598,7 +618,7 @@ fn block(s: &SuiteShape, seed: u64, config: TransformerBlockConfig) -> Vec<GradE
     m.zero_grad();
     let mut dx = Tensor::zeros(&[b, t, d]);
     m.backward(&mut dx, &r, &x, keep, &mut cache);
-    check_layer(&mut m, &mut x, &dx, |m, x| {
+    check_layer(tol, &mut m, &mut x, &dx, |m, x| {
         let mut c = TransformerBlockCache::new(m.config(), b, t);
         let mut y = Tensor::zeros(&[b, t, d]);
         m.forward(&mut y, &mut c, x, keep, phase);
@@ -608,7 +628,7 @@ fn block(s: &SuiteShape, seed: u64, config: TransformerBlockConfig) -> Vec<GradE
 
 /// The SASRec stack: [`TransformerEncoder`] of `layers` SASRec blocks and a final layer norm, padded
 /// batch, random layer-norm affines, dropout 0: `12 layers + 2` parameters and `x`.
-pub fn sasrec_encoder(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn sasrec_encoder(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let config = TransformerBlockConfig::sasrec(d, s.heads, 0.0, seed);
@@ -626,7 +646,7 @@ pub fn sasrec_encoder(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     m.zero_grad();
     let mut dx = Tensor::zeros(&[b, t, d]);
     m.backward(&mut dx, &r, &x, keep, &mut cache);
-    check_layer(&mut m, &mut x, &dx, |m, x| {
+    check_layer(tol, &mut m, &mut x, &dx, |m, x| {
         let mut c = TransformerEncoderCache::new(m, b, t);
         let mut y = Tensor::zeros(&[b, t, d]);
         m.forward(&mut y, &mut c, x, keep, phase);
@@ -636,7 +656,7 @@ pub fn sasrec_encoder(s: &SuiteShape, seed: u64) -> Vec<GradError> {
 
 /// [`AttentionPooling`] (`d_att = width`) of `h: [batch, seq, width]` over real positions: `proj.*`,
 /// `score.weight`, `h`.
-pub fn attention_pooling(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn attention_pooling(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let cfg = AttentionPoolingConfig {
@@ -662,7 +682,7 @@ pub fn attention_pooling(s: &SuiteShape, seed: u64) -> Vec<GradError> {
     m.zero_grad();
     let mut dh = Tensor::zeros(&[b, t, d]);
     m.backward(&mut dh, &r, &h, &mut c);
-    let mut errors = check_layer(&mut m, &mut h, &dh, loss);
+    let mut errors = check_layer(tol, &mut m, &mut h, &dh, loss);
     if let Some(e) = errors.last_mut() {
         e.name = "h".into();
     }
@@ -746,18 +766,18 @@ impl Module<f64> for Net {
 
 /// [`Gru`] with `layers` layers, `hidden = width`, a padded batch and a random initial state; the loss
 /// also weighs the final state (`L = sum(y r) + sum(h_n r_h)`): `4 layers` parameters, `x`, `h0`.
-pub fn gru(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn gru(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let net = Gru::new("gru", rnn_config(s), &mut rng).expect("validated shape");
-    rnn(s, Net::Gru(net), &mut rng)
+    rnn(s, tol, Net::Gru(net), &mut rng)
 }
 
 /// [`Lstm`] as [`gru`], with the cell state too (`+ sum(c_n r_c)`): `4 layers` parameters, `x`, `h0`,
 /// `c0`.
-pub fn lstm(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn lstm(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let net = Lstm::new("lstm", rnn_config(s), &mut rng).expect("validated shape");
-    rnn(s, Net::Lstm(net), &mut rng)
+    rnn(s, tol, Net::Lstm(net), &mut rng)
 }
 
 fn rnn_config(s: &SuiteShape) -> RnnConfig {
@@ -778,7 +798,7 @@ fn random_state(net: &Net, batch: usize, rng: &mut Rng) -> RnnState<f64> {
     state
 }
 
-fn rnn(s: &SuiteShape, mut net: Net, rng: &mut Rng) -> Vec<GradError> {
+fn rnn(s: &SuiteShape, tol: GradTolerance, mut net: Net, rng: &mut Rng) -> Vec<GradError> {
     let (b, t, d) = (s.batch, s.seq, s.width);
     let mask = s.keep();
     let mut x = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
@@ -806,19 +826,19 @@ fn rnn(s: &SuiteShape, mut net: Net, rng: &mut Rng) -> Vec<GradError> {
     net.backward(&mut dx, &mut dinit, &ry, &rlast, &x, &mask, &mut cache);
 
     let x0 = x.clone();
-    let mut errors = check_module(&mut net, TOL, &mut |n: &mut Net| loss(n, &x0, &init));
-    errors.push(check_input("x", &mut x, &dx, TOL, &mut |x| {
+    let mut errors = check_module(&mut net, tol, &mut |n: &mut Net| loss(n, &x0, &init));
+    errors.push(check_input("x", &mut x, &dx, tol, &mut |x| {
         loss(&net, x, &init)
     }));
     let mut h0 = init.h.clone();
-    errors.push(check_input("h0", &mut h0, &dinit.h, TOL, &mut |h| {
+    errors.push(check_input("h0", &mut h0, &dinit.h, tol, &mut |h| {
         let mut s0 = init.clone();
         s0.h = h.clone();
         loss(&net, &x0, &s0)
     }));
     if let (Some(c0), Some(dc0)) = (&init.c, &dinit.c) {
         let mut c0 = c0.clone();
-        errors.push(check_input("c0", &mut c0, dc0, TOL, &mut |c| {
+        errors.push(check_input("c0", &mut c0, dc0, tol, &mut |c| {
             let mut s0 = init.clone();
             s0.c = Some(c.clone());
             loss(&net, &x0, &s0)
@@ -831,6 +851,7 @@ fn rnn(s: &SuiteShape, mut net: Net, rng: &mut Rng) -> Vec<GradError> {
 
 /// Checks `dlogits` of one loss at random `logits` against central differences of the loss value.
 fn check_loss(
+    tol: GradTolerance,
     logits: Tensor<f64>,
     loss: impl Fn(Option<&mut Tensor<f64>>, &Tensor<f64>) -> f64,
 ) -> Vec<GradError> {
@@ -838,7 +859,7 @@ fn check_loss(
     // NaN-filled: the loss must overwrite every element, or the check fails.
     let mut d = Tensor::full(logits.shape(), f64::NAN);
     loss(Some(&mut d), &logits);
-    vec![check_input("logits", &mut logits, &d, TOL, &mut |x| {
+    vec![check_input("logits", &mut logits, &d, tol, &mut |x| {
         loss(None, x)
     })]
 }
@@ -852,42 +873,44 @@ fn sampled_logits(s: &SuiteShape, rng: &mut Rng) -> (Tensor<f64>, Vec<bool>) {
 }
 
 /// [`softmax_cross_entropy`] over `items + 1` classes with ignore index 0 at padded positions: `logits`.
-pub fn loss_softmax_cross_entropy(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_softmax_cross_entropy(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let logits = rng.normal_tensor(&[s.rows(), s.items + 1], 2.0);
     let targets = item_ids(s, &mut rng);
-    check_loss(logits, |d, x| softmax_cross_entropy(d, x, &targets, 0))
+    check_loss(tol, logits, |d, x| softmax_cross_entropy(d, x, &targets, 0))
 }
 
 /// [`bce_with_logits`] over one positive and `negatives` negatives per position: `logits`.
-pub fn loss_bce_with_logits(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_bce_with_logits(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let (logits, valid) = sampled_logits(s, &mut Rng::new(seed));
-    check_loss(logits, |d, x| bce_with_logits(d, x, &valid))
+    check_loss(tol, logits, |d, x| bce_with_logits(d, x, &valid))
 }
 
 /// [`sampled_softmax`] with a log-Q correction (`q` uniform in `[0.01, 0.51)`): `logits`.
-pub fn loss_sampled_softmax(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_sampled_softmax(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (logits, valid) = sampled_logits(s, &mut rng);
     let log_q = Tensor::from_fn(logits.shape(), |_| (0.01 + 0.5 * rng.uniform01()).ln());
-    check_loss(logits, |d, x| sampled_softmax(d, x, Some(&log_q), &valid))
+    check_loss(tol, logits, |d, x| {
+        sampled_softmax(d, x, Some(&log_q), &valid)
+    })
 }
 
 /// [`bpr`]: `logits`.
-pub fn loss_bpr(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_bpr(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let (logits, valid) = sampled_logits(s, &mut Rng::new(seed));
-    check_loss(logits, |d, x| bpr(d, x, &valid))
+    check_loss(tol, logits, |d, x| bpr(d, x, &valid))
 }
 
 /// [`bpr_max`] with score regularisation λ = 0.5: `logits`.
-pub fn loss_bpr_max(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_bpr_max(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let (logits, valid) = sampled_logits(s, &mut Rng::new(seed));
-    check_loss(logits, |d, x| bpr_max(d, x, &valid, 0.5))
+    check_loss(tol, logits, |d, x| bpr_max(d, x, &valid, 0.5))
 }
 
 /// [`gbce`] with gSASRec's `t = 0.75` calibration for `negatives` out of `items`: `logits`.
-pub fn loss_gbce(s: &SuiteShape, seed: u64) -> Vec<GradError> {
+pub fn loss_gbce(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
     let (logits, valid) = sampled_logits(s, &mut Rng::new(seed));
     let beta = gbce_beta(s.negatives, s.items, 0.75).expect("validated shape");
-    check_loss(logits, |d, x| gbce(d, x, &valid, beta))
+    check_loss(tol, logits, |d, x| gbce(d, x, &valid, beta))
 }
