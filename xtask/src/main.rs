@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the seqrec task runner.
 
 mod data;
+mod gradcheck;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ enum Command {
     /// Read, inspect and prepare interaction logs.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Check every layer's and loss's gradients by finite differences and print the table of errors.
+    Gradcheck(gradcheck::GradcheckArgs),
     /// Run what CI runs: `cargo fmt --check`, clippy with `-D warnings`, the test suite (`.ci/run`).
     Ci,
 }
@@ -27,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Gradcheck(args) => gradcheck::run(args),
         Command::Ci => run_ci(),
     };
     match result {

@@ -7,6 +7,9 @@
 //! 4. compare them with `(L(theta + eps) - L(theta - eps)) / 2 eps` element by element using
 //!    [`check_module`] and [`check_input`], under [`GradTolerance::STRICT`] and assert every [`GradError`] passes.
 //!
+//! [`suite`] applies that recipe to every layer and loss of the crate at a chosen shape (`cargo xtask
+//! gradcheck` prints its table of worst errors).
+//!
 //! ```
 //! use seqrec_nn::gradcheck::{check_input, check_module, dot, GradTolerance};
 //! use seqrec_nn::{init::Rng, Linear, Module};
@@ -35,6 +38,8 @@
 //! });
 //! assert!(e.passes(), "{e}");
 //! ```
+
+pub mod suite;
 
 use std::fmt;
 
