@@ -26,8 +26,10 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod gru4rec;
 mod model;
 mod mostpop;
 
+pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
