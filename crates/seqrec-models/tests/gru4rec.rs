@@ -345,3 +345,64 @@ fn training_data_from_another_catalogue_is_refused() {
         Err(ModelError::Data(_))
     ));
 }
+
+fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("SEQREC_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+        })
+}
+
+/// The first `n_users` users of `ml-1m-sasrec.txt` (`user item` lines, time order); fails if the
+/// file is missing.
+fn ml1m_head(n_users: usize) -> Dataset {
+    let path = data_dir().join("ml-1m-sasrec.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set SEQREC_DATA_DIR)", path.display()));
+    let mut seqs: Vec<(Vec<u32>, Vec<i64>)> = Vec::new();
+    let mut n_items = 0;
+    for (line_no, line) in text.lines().enumerate() {
+        let mut f = line.split_ascii_whitespace();
+        let u: usize = f.next().unwrap().parse().unwrap();
+        let i: u32 = f.next().unwrap().parse().unwrap();
+        n_items = n_items.max(i as usize);
+        if u > n_users {
+            continue;
+        }
+        if seqs.len() < u {
+            seqs.resize(u, (Vec::new(), Vec::new()));
+        }
+        seqs[u - 1].0.push(i);
+        seqs[u - 1].1.push(line_no as i64);
+    }
+    let users = Vocab::from_originals((1..=seqs.len()).map(|u| u.to_string()).collect()).unwrap();
+    let items = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
+    Dataset::from_sequences(users, items, seqs).unwrap()
+}
+
+/// On real ML-1M sequences with the default (paper) config: the catalogue has 3,416 items, 200
+/// users make two batches of 128, and the first step's loss is the uniform-softmax value
+/// `ln 3416 = 8.1362` (initial logits are tiny), for both losses' scales.
+#[test]
+fn ml1m_first_step_loss_is_ln_n_items() {
+    let ds = ml1m_head(200);
+    let seqs = Sequences::all(&ds);
+    let mut m = Gru4rec::new(Gru4recConfig::default(), &seqs, 0).unwrap();
+    assert_eq!(m.n_items(), 3416);
+    let mut steps = Vec::new();
+    let report = m.train_epoch(&seqs, 0, &mut |s| steps.push(*s)).unwrap();
+    assert_eq!(report.steps, 2);
+    assert_eq!(report.sequences, 200);
+    assert_eq!(
+        steps.iter().map(|s| s.sequences).collect::<Vec<_>>(),
+        [128, 72]
+    );
+    let ln_n = (3416f64).ln();
+    assert!(
+        (steps[0].loss - ln_n).abs() < 0.02,
+        "first loss {} vs ln 3416 = {ln_n}",
+        steps[0].loss
+    );
+    assert!(steps[1].loss < steps[0].loss + 0.02, "{steps:?}");
+}
