@@ -1403,6 +1403,34 @@ mod tests {
         check(tiny(Gru4recLoss::SampledCe, 2, true));
     }
 
+    /// Parameter gradients accumulate: two backward passes without `zero_grad` give twice the
+    /// gradient of one (the project's `+=` rule), for both losses.
+    #[test]
+    fn parameter_gradients_accumulate() {
+        for loss in [Gru4recLoss::Ce, Gru4recLoss::SampledCe] {
+            let mut core = tiny(loss, 2, false);
+            let inp = StepInput {
+                b: 3,
+                l: 5,
+                inputs: &INPUTS,
+                targets: &TARGETS,
+                negatives: &NEGS,
+            };
+            core.net.zero_grad();
+            core.step(&inp, true);
+            let mut once = Vec::new();
+            core.net.visit_params(&mut |p| once.push(p.grad.to_vec()));
+            core.step(&inp, true);
+            let mut k = 0;
+            core.net.visit_params(&mut |p| {
+                for (a, b) in p.grad.as_slice().iter().zip(&once[k]) {
+                    assert!((a - 2.0 * b).abs() <= 1e-12 * (1.0 + b.abs()), "{}", p.name);
+                }
+                k += 1;
+            });
+        }
+    }
+
     /// Padding items never receive gradient: a padded row's inputs leave the tables untouched.
     #[test]
     fn fully_padded_batch_has_zero_loss_and_gradient() {

@@ -221,6 +221,34 @@ fn scores_are_invariant_to_padding_and_batch_neighbours() {
     assert_ne!(&c[2 * n + 1..3 * n], &a[1..]);
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Any history scores the same alone and in a batch beside arbitrary other histories, and the
+    /// same in a window of 11 as the window-sized suffix in a window of 4 when it fits.
+    #[test]
+    fn scores_do_not_depend_on_neighbours_or_padding(
+        hist in proptest::collection::vec(1u32..=9, 0..=4),
+        others in proptest::collection::vec(proptest::collection::vec(1u32..=9, 0..=11), 1..4),
+    ) {
+        let ds = cyclic(12, 9, 8);
+        let seqs = Sequences::all(&ds);
+        let cfg = Gru4recConfig { maxlen: 4, ..small_config(Gru4recLoss::Ce) };
+        let mut short = Gru4rec::new(cfg.clone(), &seqs, 9).unwrap();
+        let mut long = Gru4rec::new(Gru4recConfig { maxlen: 11, ..cfg }, &seqs, 9).unwrap();
+        let alone = scores(&mut short, &[&hist]);
+        let mut rows: Vec<&[u32]> = others.iter().map(|v| v.as_slice()).collect();
+        let at = others.len() / 2;
+        rows.insert(at, &hist);
+        let batch = scores(&mut long, &rows);
+        let n = short.n_items() + 1;
+        for j in 1..n {
+            let (a, b) = (alone[j], batch[at * n + j]);
+            proptest::prop_assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "item {}: {} vs {}", j, a, b);
+        }
+    }
+}
+
 #[test]
 fn mismatched_checkpoint_is_an_error_naming_the_tensor_and_shapes() {
     let ds = cyclic(10, 9, 6);
