@@ -434,3 +434,29 @@ fn ml1m_first_step_loss_is_ln_n_items() {
     );
     assert!(steps[1].loss < steps[0].loss + 0.02, "{steps:?}");
 }
+
+/// An absurd learning rate overflows the weights after the first step: the second step's loss is
+/// not finite and training stops with `NonFinite` naming the loss, epoch and step.
+#[test]
+fn non_finite_loss_stops_training() {
+    let ds = cyclic(20, 9, 10);
+    let seqs = Sequences::all(&ds);
+    let cfg = Gru4recConfig {
+        lr: 1e38,
+        clip_grad_norm: None,
+        ..small_config(Gru4recLoss::Ce)
+    };
+    let mut m = Gru4rec::new(cfg, &seqs, 0).unwrap();
+    match m.train_epoch(&seqs, 3, &mut |_| {}) {
+        Err(ModelError::NonFinite {
+            what,
+            epoch,
+            step,
+            value,
+        }) => {
+            assert_eq!((what, epoch, step), ("loss", 3, 1));
+            assert!(!value.is_finite());
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+}
