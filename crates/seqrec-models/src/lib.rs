@@ -27,10 +27,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod gru4rec;
 mod model;
 mod mostpop;
 mod sasrec;
 
+pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
 pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};

@@ -1,0 +1,1451 @@
+//! [`Gru4rec`]: GRU4Rec (Hidasi et al. 2016, Hidasi & Karatzoglou 2018) trained on padded user
+//! sequences with every position a target, as in Klenitskiy & Vasilev 2023's full-ranking setup.
+//!
+//! Architecture, per position `t` of a left-padded window of `maxlen` items:
+//! ```text
+//! x_t  = E[i_t]                      item embedding [d]; E = W_out when the embedding is constrained
+//! x̃_t  = dropout_emb(x_t)
+//! h_t  = GRU(x̃_t, h_{t-1})            1+ layers (seqrec_nn::Gru), padding steps carry the state unchanged
+//! h̃_t  = dropout_hidden(h_t)
+//! s_t  = h̃_t W_out^T + b_out          scores of all items [n_items]
+//! ```
+//! Losses ([`Gru4recLoss`]): full softmax cross-entropy over all items (`Ce`, the default), or a sampled
+//! softmax over the batch's in-batch items plus shared popularity-sampled negatives with the log-Q
+//! correction (`SampledCe`, the GRU4Rec "cross-entropy with negative sampling" recipe adapted to padded
+//! user sequences). Padding targets are masked out of both.
+//!
+//! Item tables hold real items only (row `i - 1` is item `i`): the padding id `0` embeds to zeros and is
+//! never a class, so the softmax never sees it.
+//!
+//! Training follows llm.c's discipline: one step function runs the forward, one fused loss and gradient
+//! per chunk of positions, a hand-written backward through time (`Gru::backward`), clipping, then Adam
+//! (a private torch-exact copy whose moments can be saved and restored, which `seqrec_nn::optim::Adam`
+//! does not expose). All buffers live in [`Gru4rec`] and are reused every step.
+
+use std::path::Path;
+
+use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, SasrecConfig, Sequences, WindowMode};
+use seqrec_nn::{
+    Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint, clip,
+    init::Rng,
+};
+use seqrec_tensor::{Float, Tensor, Transpose, gemm, splitmix64};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{EpochReport, Model, ModelError, StepReport};
+
+/// Positions scored per chunk of the output layer: bounds the `[chunk, n_items]` logits buffer
+/// (about 14 MB for ML-1M in `f32`, instead of ~350 MB for a whole `[128 x 200, 3416]` batch).
+const CHUNK_ROWS: usize = 1024;
+
+/// Which training loss [`Gru4rec`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gru4recLoss {
+    /// Full softmax cross-entropy over every item (Klenitskiy & Vasilev 2023's GRU4Rec).
+    Ce,
+    /// Sampled softmax over the batch's in-batch items (the last target of each row) plus
+    /// `n_negatives` shared popularity-sampled negatives, with the log-Q correction
+    /// (`ln` of each candidate's expected count in the candidate set); a candidate equal to a
+    /// position's positive is masked out of that position's softmax.
+    SampledCe,
+}
+
+/// Settings of [`Gru4rec`]. Defaults follow the ML-1M full-ranking tuning of Klenitskiy & Vasilev
+/// 2023 (GRU4Rec with cross-entropy over all items: hidden 64, one layer, Adam 1e-3, batch 128,
+/// sequences of the last 200 items), with light dropout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gru4recConfig {
+    /// Width of the input item embedding (ignored, and must equal `hidden_size`, when
+    /// `constrained_embedding`). Default 64.
+    pub embedding_dim: usize,
+    /// GRU hidden units. Default 64.
+    pub hidden_size: usize,
+    /// Stacked GRU layers. Default 1 (the published setting).
+    pub num_layers: usize,
+    /// Share the input embedding with the output item embedding (GRU4Rec's
+    /// `constrained_embedding`); then `embedding_dim` must equal `hidden_size`. Default false.
+    pub constrained_embedding: bool,
+    /// Dropout on the input embeddings, in `[0, 1)`. Default 0.1.
+    pub dropout_embedding: f64,
+    /// Dropout on the GRU output before the output layer, in `[0, 1)`. Default 0.1.
+    pub dropout_hidden: f64,
+    /// Training loss. Default [`Gru4recLoss::Ce`].
+    pub loss: Gru4recLoss,
+    /// Shared negatives per batch for [`Gru4recLoss::SampledCe`] (GRU4Rec's `n_sample`). Default 2048.
+    pub n_negatives: usize,
+    /// Popularity exponent of the negative sampler, `count^alpha` (GRU4Rec's `sample_alpha`).
+    /// Default 0.75.
+    pub sample_alpha: f64,
+    /// Apply the log-Q correction to the sampled softmax. Default true.
+    pub logq: bool,
+    /// Training sequences per batch. Default 128.
+    pub batch_size: usize,
+    /// Window length: the last `maxlen` items of each user are trained on and read when scoring.
+    /// Default 200.
+    pub maxlen: usize,
+    /// Adam learning rate. Default 1e-3.
+    pub lr: f64,
+    /// Adam `beta1`. Default 0.9.
+    pub beta1: f64,
+    /// Adam `beta2`. Default 0.999.
+    pub beta2: f64,
+    /// Adam `eps` (added outside the square root, as PyTorch). Default 1e-8.
+    pub eps: f64,
+    /// L2 weight decay added to the gradient (`torch.optim.Adam`'s `weight_decay`). Default 0.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value before each step; `None` disables. Default `None`.
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl Default for Gru4recConfig {
+    fn default() -> Self {
+        Self {
+            embedding_dim: 64,
+            hidden_size: 64,
+            num_layers: 1,
+            constrained_embedding: false,
+            dropout_embedding: 0.1,
+            dropout_hidden: 0.1,
+            loss: Gru4recLoss::Ce,
+            n_negatives: 2048,
+            sample_alpha: 0.75,
+            logq: true,
+            batch_size: 128,
+            maxlen: 200,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+impl Gru4recConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] naming the first bad field and its value.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(ModelError::Config(format!(
+                "gru4rec.{field} = {value}: {why}"
+            )))
+        };
+        for (field, v) in [
+            ("embedding_dim", self.embedding_dim),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+            ("batch_size", self.batch_size),
+            ("maxlen", self.maxlen),
+        ] {
+            if v == 0 {
+                return bad(field, &v, "must be at least 1");
+            }
+        }
+        if self.constrained_embedding && self.embedding_dim != self.hidden_size {
+            return bad(
+                "embedding_dim",
+                &self.embedding_dim,
+                &format!(
+                    "must equal hidden_size ({}) with constrained_embedding",
+                    self.hidden_size
+                ),
+            );
+        }
+        for (field, p) in [
+            ("dropout_embedding", self.dropout_embedding),
+            ("dropout_hidden", self.dropout_hidden),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(field, &p, "must be in [0, 1)");
+            }
+        }
+        if self.loss == Gru4recLoss::SampledCe && self.n_negatives == 0 {
+            return bad(
+                "n_negatives",
+                &self.n_negatives,
+                "must be at least 1 with loss = sampled_ce",
+            );
+        }
+        if !(self.sample_alpha.is_finite() && self.sample_alpha >= 0.0) {
+            return bad(
+                "sample_alpha",
+                &self.sample_alpha,
+                "must be finite and >= 0",
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", &self.lr, "must be finite and > 0");
+        }
+        for (field, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(field, &b, "must be in [0, 1)");
+            }
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return bad("eps", &self.eps, "must be finite and >= 0");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                &self.weight_decay,
+                "must be finite and >= 0",
+            );
+        }
+        if let Some(c) = self.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return bad("clip_grad_norm", &c, "must be finite and > 0");
+        }
+        Ok(())
+    }
+}
+
+/// The parameters of GRU4Rec, generic over the element type so the whole model can be
+/// gradient-checked in `f64`.
+#[derive(Clone, Debug)]
+struct Net<T> {
+    /// `item_in.weight` `[n_items, d]`: input embedding (row `i - 1` is item `i`); `None` when the
+    /// embedding is constrained (the input reads `item_out`).
+    item_in: Option<Param<T>>,
+    /// The recurrent layers.
+    gru: Gru<T>,
+    /// `item_out.weight` `[n_items, h]`: output item embedding.
+    item_out: Param<T>,
+    /// `item_out.bias` `[n_items]`.
+    item_bias: Param<T>,
+}
+
+impl<T: Float> Module<T> for Net<T> {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
+        if let Some(p) = &self.item_in {
+            f(p);
+        }
+        self.gru.visit_params(f);
+        f(&self.item_out);
+        f(&self.item_bias);
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
+        if let Some(p) = &mut self.item_in {
+            f(p);
+        }
+        self.gru.visit_params_mut(f);
+        f(&mut self.item_out);
+        f(&mut self.item_bias);
+    }
+}
+
+/// Adam's moments, one `Param` per model parameter (value = moment, named `exp_avg.<name>` /
+/// `exp_avg_sq.<name>`) so that `seqrec_nn::checkpoint` saves them; `torch.optim.Adam`'s update.
+#[derive(Clone, Debug)]
+struct AdamState<T> {
+    m: Vec<Param<T>>,
+    v: Vec<Param<T>>,
+    steps: u64,
+}
+
+impl<T: Float> AdamState<T> {
+    fn new(net: &Net<T>) -> Self {
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        net.visit_params(&mut |p| {
+            m.push(Param::new(
+                format!("exp_avg.{}", p.name),
+                Tensor::zeros(p.value.shape()),
+            ));
+            v.push(Param::new(
+                format!("exp_avg_sq.{}", p.name),
+                Tensor::zeros(p.value.shape()),
+            ));
+        });
+        Self { m, v, steps: 0 }
+    }
+
+    /// One Adam step over `net`'s gradients, exactly as `seqrec_nn::optim::Adam` (L2 mode):
+    /// `g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²;
+    /// p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
+    fn step(&mut self, net: &mut Net<T>, cfg: &Gru4recConfig) {
+        let t = (self.steps + 1) as i32;
+        let (b1, b2) = (cfg.beta1, cfg.beta2);
+        let step_size = cfg.lr / (1.0 - b1.powi(t));
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let (wd, eps) = (cfg.weight_decay, cfg.eps);
+        let mut k = 0;
+        let (ms, vs) = (&mut self.m, &mut self.v);
+        net.visit_params_mut(&mut |p| {
+            let (m, v) = (ms[k].value.as_mut_slice(), vs[k].value.as_mut_slice());
+            for (j, (w, &g)) in p
+                .value
+                .as_mut_slice()
+                .iter_mut()
+                .zip(p.grad.as_slice())
+                .enumerate()
+            {
+                let w64 = w.to_f64();
+                let g = g.to_f64() + wd * w64;
+                let mj = T::from_f64(b1 * m[j].to_f64() + (1.0 - b1) * g);
+                let vj = T::from_f64(b2 * v[j].to_f64() + (1.0 - b2) * g * g);
+                m[j] = mj;
+                v[j] = vj;
+                let denom = vj.to_f64().sqrt() / bc2_sqrt + eps;
+                *w = T::from_f64(w64 - step_size * mj.to_f64() / denom);
+            }
+            k += 1;
+        });
+        self.steps += 1;
+    }
+}
+
+impl<T: Float> Module<T> for AdamState<T> {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
+        self.m.iter().chain(&self.v).for_each(f);
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
+        self.m.iter_mut().chain(self.v.iter_mut()).for_each(f);
+    }
+}
+
+/// Activation buffers of one training step (`[batch, maxlen]` windows), allocated once.
+#[derive(Clone, Debug)]
+struct Buffers<T> {
+    /// `[b, l]` true at real input items.
+    mask: Vec<bool>,
+    /// `[b, l, d]` gathered input embeddings, then their gradient.
+    x: Tensor<T>,
+    /// `[b, l, d]` after embedding dropout, then its gradient.
+    xd: Tensor<T>,
+    /// `[b, l, h]` GRU outputs, then their gradient.
+    y: Tensor<T>,
+    /// `[b, l, h]` after hidden dropout, then its gradient.
+    yd: Tensor<T>,
+    h_n: RnnState<T>,
+    cache: RnnCache<T>,
+    drop_emb: DropoutCache,
+    drop_hid: DropoutCache,
+    /// Flat positions `b * l + t` with a real target, and their 0-based class (`target - 1`).
+    rows: Vec<usize>,
+    classes: Vec<u32>,
+    /// `[chunk, h]` compacted hidden states of one chunk of positions, then their gradient.
+    hc: Tensor<T>,
+    dhc: Tensor<T>,
+    /// `[chunk, n_items]` (Ce) or `[chunk, 1 + K]` (SampledCe) logits and their gradient.
+    logits: Tensor<T>,
+    dlogits: Tensor<T>,
+    /// SampledCe: candidate item ids (1-based) `[K]`, their `ln q` `[K]`, gathered output rows
+    /// `[K, h]`, biases `[K]`, candidate logits `[chunk, K]` and the gradients of rows and biases.
+    cand: Vec<u32>,
+    cand_lnq: Vec<f64>,
+    /// `ln q` of the positives of the current chunk.
+    pos_lnq: Vec<f64>,
+    wc: Tensor<T>,
+    bc: Vec<T>,
+    cl: Tensor<T>,
+    dwc: Tensor<T>,
+    dbc: Vec<T>,
+    /// SampledCe: rows whose last column has a target (in-batch items drawn) and shared negatives
+    /// drawn, for `ln q`.
+    in_batch: usize,
+    n_neg: usize,
+    /// `[n_items]` stamp array deduplicating candidates (value = step stamp).
+    seen: Vec<u64>,
+    stamp: u64,
+    /// Targets of the current chunk (all zeros for SampledCe: the positive is column 0).
+    chunk_targets: Vec<u32>,
+}
+
+impl<T: Float> Buffers<T> {
+    fn new(net: &Net<T>, n_items: usize, b: usize, l: usize, d: usize, h: usize) -> Self {
+        Self {
+            mask: vec![false; b * l],
+            x: Tensor::zeros(&[b, l, d]),
+            xd: Tensor::zeros(&[b, l, d]),
+            y: Tensor::zeros(&[b, l, h]),
+            yd: Tensor::zeros(&[b, l, h]),
+            h_n: net.gru.zero_state(b),
+            cache: net.gru.new_cache(b, l),
+            drop_emb: DropoutCache::new(),
+            drop_hid: DropoutCache::new(),
+            rows: Vec::with_capacity(b * l),
+            classes: Vec::with_capacity(b * l),
+            hc: Tensor::zeros(&[0, h]),
+            dhc: Tensor::zeros(&[0, h]),
+            logits: Tensor::zeros(&[0]),
+            dlogits: Tensor::zeros(&[0]),
+            cand: Vec::new(),
+            cand_lnq: Vec::new(),
+            pos_lnq: Vec::new(),
+            wc: Tensor::zeros(&[0, h]),
+            bc: Vec::new(),
+            cl: Tensor::zeros(&[0]),
+            dwc: Tensor::zeros(&[0, h]),
+            dbc: Vec::new(),
+            in_batch: 0,
+            n_neg: 0,
+            seen: vec![0; n_items],
+            stamp: 0,
+            chunk_targets: Vec::with_capacity(CHUNK_ROWS),
+        }
+    }
+}
+
+/// Inputs of one training step, borrowed from a `SasrecBatch` (or built by hand in tests).
+struct StepInput<'a> {
+    /// Rows (`batch`), columns (`maxlen`).
+    b: usize,
+    l: usize,
+    /// `[b, l]` input items, `0` = padding.
+    inputs: &'a [u32],
+    /// `[b, l]` targets, `0` = no target.
+    targets: &'a [u32],
+    /// Shared negatives (SampledCe), any ids in `1..=n_items`.
+    negatives: &'a [u32],
+}
+
+/// The generic training core: parameters, dropout sites, step buffers and the sampling tables.
+#[derive(Clone, Debug)]
+struct Core<T> {
+    cfg: Gru4recConfig,
+    n_items: usize,
+    net: Net<T>,
+    drop_emb: Dropout,
+    drop_hid: Dropout,
+    buf: Buffers<T>,
+    /// Unigram probability of each item in training (`[n_items + 1]`, index 0 unused).
+    p_unigram: Vec<f64>,
+    /// Probability of each item under the negative sampler (`count^alpha`, normalised).
+    p_sample: Vec<f64>,
+    /// Positions per output-layer chunk ([`CHUNK_ROWS`]; tests shrink it to exercise chunking).
+    chunk_rows: usize,
+}
+
+/// Derives the seed of one random stream of the model from the model seed.
+fn stream_seed(seed: u64, stream: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(stream.wrapping_add(0x4752_5534)))
+}
+
+/// Item counts of `train` (`[n_items + 1]`, index 0 = padding = 0).
+fn item_counts(train: &Sequences<'_>) -> Vec<u32> {
+    let mut counts = vec![0u32; train.n_items() + 1];
+    for k in 0..train.len() {
+        for &i in train.items(k) {
+            counts[i as usize] += 1;
+        }
+    }
+    counts
+}
+
+impl<T: Float> Core<T> {
+    fn new(cfg: Gru4recConfig, counts: &[u32], seed: u64) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let n_items = counts.len().saturating_sub(1);
+        if n_items == 0 {
+            return Err(ModelError::Data(
+                "gru4rec: the catalogue has no items".into(),
+            ));
+        }
+        let (d, h) = (cfg.embedding_dim, cfg.hidden_size);
+        let mut rng = Rng::new(stream_seed(seed, 0));
+        // GRU4Rec's reference initialisation of the item tables: uniform ±sqrt(6 / (rows + cols));
+        // the GRU keeps PyTorch's default (uniform ±1/sqrt(h)), biases of the output start at zero.
+        let table = |rng: &mut Rng, name: &str, cols: usize| {
+            let bound = (6.0 / (n_items + cols) as f64).sqrt();
+            Param::new(name, rng.uniform_tensor::<T>(&[n_items, cols], bound))
+        };
+        let item_in = (!cfg.constrained_embedding).then(|| table(&mut rng, "item_in.weight", d));
+        let gru = Gru::new(
+            "gru",
+            RnnConfig {
+                input_size: if cfg.constrained_embedding { h } else { d },
+                hidden_size: h,
+                num_layers: cfg.num_layers,
+            },
+            &mut rng,
+        )
+        .map_err(|e| ModelError::Config(format!("gru4rec: {e}")))?;
+        let item_out = table(&mut rng, "item_out.weight", h);
+        let item_bias = Param::new("item_out.bias", Tensor::zeros(&[n_items]));
+        let net = Net {
+            item_in,
+            gru,
+            item_out,
+            item_bias,
+        };
+        let dropout = |p: f64, stream: u64| {
+            Dropout::new(p, stream_seed(seed, stream))
+                .map_err(|e| ModelError::Config(format!("gru4rec: {e}")))
+        };
+        let drop_emb = dropout(cfg.dropout_embedding, 1)?;
+        let drop_hid = dropout(cfg.dropout_hidden, 2)?;
+        let d_in = if cfg.constrained_embedding { h } else { d };
+        let buf = Buffers::new(&net, n_items, cfg.batch_size, cfg.maxlen, d_in, h);
+        let total: f64 = counts[1..].iter().map(|&c| c as f64).sum();
+        let p_unigram: Vec<f64> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                if i == 0 || total == 0.0 {
+                    0.0
+                } else {
+                    c as f64 / total
+                }
+            })
+            .collect();
+        let w: Vec<f64> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                if i == 0 {
+                    0.0
+                } else {
+                    (c as f64).powf(cfg.sample_alpha)
+                }
+            })
+            .collect();
+        let wsum: f64 = w.iter().sum();
+        let p_sample = w
+            .iter()
+            .map(|&x| if wsum > 0.0 { x / wsum } else { 0.0 })
+            .collect();
+        Ok(Self {
+            cfg,
+            n_items,
+            net,
+            drop_emb,
+            drop_hid,
+            buf,
+            p_unigram,
+            p_sample,
+            chunk_rows: CHUNK_ROWS,
+        })
+    }
+
+    /// The input table: `item_in`, or `item_out` when constrained.
+    fn input_table(&self) -> &Tensor<T> {
+        match &self.net.item_in {
+            Some(p) => &p.value,
+            None => &self.net.item_out.value,
+        }
+    }
+
+    /// Forward, loss and (with `grad`) backward of one step; parameter gradients accumulate.
+    /// Returns the mean loss over the positions with a target (0 when there are none).
+    ///
+    /// The dropout sites must have their counters set by the caller (training) or be in eval mode.
+    fn step(&mut self, inp: &StepInput<'_>, grad: bool) -> f64 {
+        let (b, l) = (inp.b, inp.l);
+        let d = self.input_table().cols();
+        let h = self.cfg.hidden_size;
+        // (1) x[i] = E[id_i - 1], zeros at padding.
+        {
+            let buf = &mut self.buf;
+            buf.x.resize(&[b, l, d]);
+            buf.xd.resize(&[b, l, d]);
+            buf.y.resize(&[b, l, h]);
+            buf.yd.resize(&[b, l, h]);
+            buf.mask.clear();
+            buf.mask.extend(inp.inputs.iter().map(|&id| id != 0));
+        }
+        let table = match &self.net.item_in {
+            Some(p) => &p.value,
+            None => &self.net.item_out.value,
+        };
+        gather_rows(&mut self.buf.x, table, inp.inputs);
+        let buf = &mut self.buf;
+        // (2) x̃ = dropout_emb(x)
+        self.drop_emb
+            .forward(&mut buf.xd, &mut buf.drop_emb, &buf.x);
+        // (3) y = GRU(x̃), padded steps carry the state and output zeros.
+        if buf.h_n.batch() != b {
+            buf.h_n = self.net.gru.zero_state(b);
+        }
+        self.net.gru.forward(
+            &mut buf.y,
+            &mut buf.h_n,
+            &mut buf.cache,
+            &buf.xd,
+            Some(&buf.mask),
+            None,
+        );
+        // (4) ỹ = dropout_hidden(y)
+        self.drop_hid
+            .forward(&mut buf.yd, &mut buf.drop_hid, &buf.y);
+        // (5) positions with a target.
+        buf.rows.clear();
+        buf.classes.clear();
+        for (i, &t) in inp.targets.iter().enumerate() {
+            if t != 0 {
+                buf.rows.push(i);
+                buf.classes.push(t - 1);
+            }
+        }
+        let n = buf.rows.len();
+        if n == 0 {
+            return 0.0;
+        }
+        if self.cfg.loss == Gru4recLoss::SampledCe {
+            self.prepare_candidates(inp);
+        }
+        // From here `x`, `xd`, `y` hold gradients once their forward values are no longer read;
+        // `yd` (the output layer's input) becomes d ỹ after the chunk loop, so gradients go to `y` first.
+        if grad {
+            self.buf.y.fill(T::ZERO);
+        }
+        let mut loss = 0.0;
+        let mut start = 0;
+        while start < n {
+            let nc = self.chunk_rows.min(n - start);
+            // Fraction of the mean this chunk carries: the chunk losses are means over `nc` rows.
+            let w = nc as f64 / n as f64;
+            let buf = &mut self.buf;
+            buf.hc.resize(&[nc, h]);
+            for (r, &pos) in buf.rows[start..start + nc].iter().enumerate() {
+                buf.hc.as_mut_slice()[r * h..(r + 1) * h]
+                    .copy_from_slice(&buf.yd.as_slice()[pos * h..(pos + 1) * h]);
+            }
+            let chunk_loss = match self.cfg.loss {
+                Gru4recLoss::Ce => self.chunk_ce(start, nc, w, grad),
+                Gru4recLoss::SampledCe => self.chunk_sampled(start, nc, w, grad),
+            };
+            loss += chunk_loss * w;
+            if grad {
+                // d ỹ[pos] = dhc[r] (each position is in one chunk only); kept in `y` for now.
+                let buf = &mut self.buf;
+                for (r, &pos) in buf.rows[start..start + nc].iter().enumerate() {
+                    buf.y.as_mut_slice()[pos * h..(pos + 1) * h]
+                        .copy_from_slice(&buf.dhc.as_slice()[r * h..(r + 1) * h]);
+                }
+            }
+            start += nc;
+        }
+        if !grad {
+            return loss;
+        }
+        if self.cfg.loss == Gru4recLoss::SampledCe {
+            self.scatter_candidate_grads();
+        }
+        let buf = &mut self.buf;
+        // (4) backward: dy = dropout_hidden'(d ỹ) — `y` holds d ỹ, write dy into `yd`.
+        self.drop_hid.backward(&mut buf.yd, &buf.y, &buf.drop_hid);
+        // (3) backward through time: d x̃ into `x` (parameter gradients of the GRU accumulate).
+        self.net.gru.backward(
+            Some(&mut buf.x),
+            None,
+            &buf.yd,
+            None,
+            &buf.xd,
+            Some(&buf.mask),
+            &mut buf.cache,
+        );
+        // (2) backward: dx = dropout_emb'(d x̃) into `xd`.
+        self.drop_emb.backward(&mut buf.xd, &buf.x, &buf.drop_emb);
+        // (1) backward: dE[id - 1] += dx[i] at real inputs.
+        let table_grad = match &mut self.net.item_in {
+            Some(p) => &mut p.grad,
+            None => &mut self.net.item_out.grad,
+        };
+        scatter_add_rows(table_grad, &buf.xd, inp.inputs);
+        loss
+    }
+
+    /// Full softmax cross-entropy of one chunk: `logits = hc W_out^T + b`; with `grad`,
+    /// `dW_out += w dlogits^T hc`, `db += w colsum(dlogits)`, `dhc = w dlogits W_out`.
+    fn chunk_ce(&mut self, start: usize, nc: usize, w: f64, grad: bool) -> f64 {
+        let c = self.n_items;
+        let buf = &mut self.buf;
+        let net = &mut self.net;
+        buf.logits.resize(&[nc, c]);
+        // logits = hc W_out^T + b
+        gemm(
+            &mut buf.logits,
+            T::ONE,
+            &buf.hc,
+            Transpose::No,
+            &net.item_out.value,
+            Transpose::Yes,
+            T::ZERO,
+        );
+        add_bias_rows(&mut buf.logits, net.item_bias.value.as_slice());
+        let targets = &buf.classes[start..start + nc];
+        if !grad {
+            return seqrec_nn::loss::softmax_cross_entropy(None, &buf.logits, targets, u32::MAX)
+                .to_f64();
+        }
+        buf.dlogits.resize(&[nc, c]);
+        let l = seqrec_nn::loss::softmax_cross_entropy(
+            Some(&mut buf.dlogits),
+            &buf.logits,
+            targets,
+            u32::MAX,
+        )
+        .to_f64();
+        let wt = T::from_f64(w);
+        // dW_out += w dlogits^T hc
+        gemm(
+            &mut net.item_out.grad,
+            wt,
+            &buf.dlogits,
+            Transpose::Yes,
+            &buf.hc,
+            Transpose::No,
+            T::ONE,
+        );
+        // db += w colsum(dlogits)
+        col_sum_acc(net.item_bias.grad.as_mut_slice(), &buf.dlogits, wt);
+        // dhc = w dlogits W_out
+        buf.dhc.resize(&[nc, self.cfg.hidden_size]);
+        gemm(
+            &mut buf.dhc,
+            wt,
+            &buf.dlogits,
+            Transpose::No,
+            &net.item_out.value,
+            Transpose::No,
+            T::ZERO,
+        );
+        l
+    }
+
+    /// Builds this step's candidate list: the last target of every row (the in-batch items), then the
+    /// shared negatives, deduplicated in that order; their `ln q` (expected count in the candidate set,
+    /// `rows * p_unigram + n_neg * p_sample`), output rows and biases.
+    fn prepare_candidates(&mut self, inp: &StepInput<'_>) {
+        let buf = &mut self.buf;
+        buf.stamp += 1;
+        buf.cand.clear();
+        let mut in_batch = 0usize;
+        for r in 0..inp.b {
+            let t = inp.targets[r * inp.l + inp.l - 1];
+            if t != 0 {
+                in_batch += 1;
+                if buf.seen[t as usize - 1] != buf.stamp {
+                    buf.seen[t as usize - 1] = buf.stamp;
+                    buf.cand.push(t);
+                }
+            }
+        }
+        for &t in inp.negatives {
+            if t != 0 && buf.seen[t as usize - 1] != buf.stamp {
+                buf.seen[t as usize - 1] = buf.stamp;
+                buf.cand.push(t);
+            }
+        }
+        let k = buf.cand.len();
+        let h = self.cfg.hidden_size;
+        buf.in_batch = in_batch;
+        buf.n_neg = inp.negatives.len();
+        let n_neg = inp.negatives.len() as f64;
+        buf.cand_lnq.clear();
+        for &c in &buf.cand {
+            let q =
+                in_batch as f64 * self.p_unigram[c as usize] + n_neg * self.p_sample[c as usize];
+            buf.cand_lnq.push(if self.cfg.logq {
+                q.max(1e-30).ln()
+            } else {
+                0.0
+            });
+        }
+        buf.wc.resize(&[k, h]);
+        gather_rows(&mut buf.wc, &self.net.item_out.value, &buf.cand);
+        buf.bc.clear();
+        buf.bc.extend(
+            buf.cand
+                .iter()
+                .map(|&c| self.net.item_bias.value.as_slice()[c as usize - 1]),
+        );
+        buf.dwc.resize(&[k, h]);
+        buf.dwc.fill(T::ZERO);
+        buf.dbc.clear();
+        buf.dbc.resize(k, T::ZERO);
+    }
+
+    /// `ln q` of item `c` (1-based) as used for this step's candidates, for a positive column.
+    fn lnq_of(&self, c: u32, in_batch: usize, n_neg: usize) -> f64 {
+        if !self.cfg.logq {
+            return 0.0;
+        }
+        let q =
+            in_batch as f64 * self.p_unigram[c as usize] + n_neg as f64 * self.p_sample[c as usize];
+        q.max(1e-30).ln()
+    }
+
+    /// Sampled softmax of one chunk. Column 0 is the positive `hc·w_t + b_t`, columns `1..=K` the
+    /// candidates `hc W_C^T + b_C`, all shifted by `-ln q`; a candidate equal to the positive is `-inf`.
+    fn chunk_sampled(&mut self, start: usize, nc: usize, w: f64, grad: bool) -> f64 {
+        let h = self.cfg.hidden_size;
+        let k = self.buf.cand.len();
+        let in_batch = self.buf.in_batch;
+        let n_neg = self.buf.n_neg;
+        let mut pos_lnq = std::mem::take(&mut self.buf.pos_lnq);
+        pos_lnq.clear();
+        pos_lnq.extend(
+            self.buf.classes[start..start + nc]
+                .iter()
+                .map(|&c| self.lnq_of(c + 1, in_batch, n_neg)),
+        );
+        let buf = &mut self.buf;
+        let net = &mut self.net;
+        // cl = hc W_C^T + b_C
+        buf.cl.resize(&[nc, k]);
+        gemm(
+            &mut buf.cl,
+            T::ONE,
+            &buf.hc,
+            Transpose::No,
+            &buf.wc,
+            Transpose::Yes,
+            T::ZERO,
+        );
+        add_bias_rows(&mut buf.cl, &buf.bc);
+        buf.logits.resize(&[nc, 1 + k]);
+        {
+            let z = buf.logits.as_mut_slice();
+            let out_w = net.item_out.value.as_slice();
+            let out_b = net.item_bias.value.as_slice();
+            for r in 0..nc {
+                let cls = buf.classes[start + r] as usize;
+                let hr = &buf.hc.as_slice()[r * h..(r + 1) * h];
+                let wt = &out_w[cls * h..(cls + 1) * h];
+                let pos = dot(hr, wt) + out_b[cls].to_f64();
+                let zr = &mut z[r * (1 + k)..(r + 1) * (1 + k)];
+                zr[0] = T::from_f64(pos - pos_lnq[r]);
+                for j in 0..k {
+                    zr[1 + j] = if buf.cand[j] as usize == cls + 1 {
+                        T::NEG_INFINITY
+                    } else {
+                        T::from_f64(buf.cl.as_slice()[r * k + j].to_f64() - buf.cand_lnq[j])
+                    };
+                }
+            }
+        }
+        buf.pos_lnq = pos_lnq;
+        buf.chunk_targets.clear();
+        buf.chunk_targets.resize(nc, 0);
+        if !grad {
+            return seqrec_nn::loss::softmax_cross_entropy(
+                None,
+                &buf.logits,
+                &buf.chunk_targets,
+                u32::MAX,
+            )
+            .to_f64();
+        }
+        buf.dlogits.resize(&[nc, 1 + k]);
+        let l = seqrec_nn::loss::softmax_cross_entropy(
+            Some(&mut buf.dlogits),
+            &buf.logits,
+            &buf.chunk_targets,
+            u32::MAX,
+        )
+        .to_f64();
+        let wt = T::from_f64(w);
+        // Split dz into the candidate part (scaled by w, into `cl`) and the positive column.
+        {
+            let dz = buf.dlogits.as_slice();
+            let dcl = buf.cl.as_mut_slice();
+            for r in 0..nc {
+                for j in 0..k {
+                    dcl[r * k + j] = wt * dz[r * (1 + k) + 1 + j];
+                }
+            }
+        }
+        // dW_C += dcl^T hc; db_C += colsum(dcl)
+        gemm(
+            &mut buf.dwc,
+            T::ONE,
+            &buf.cl,
+            Transpose::Yes,
+            &buf.hc,
+            Transpose::No,
+            T::ONE,
+        );
+        col_sum_acc(&mut buf.dbc, &buf.cl, T::ONE);
+        // dhc = dcl W_C + dpos w_t;  dW_out[t] += dpos hc;  db[t] += dpos
+        buf.dhc.resize(&[nc, h]);
+        gemm(
+            &mut buf.dhc,
+            T::ONE,
+            &buf.cl,
+            Transpose::No,
+            &buf.wc,
+            Transpose::No,
+            T::ZERO,
+        );
+        let out_w = net.item_out.value.as_slice();
+        let gw = net.item_out.grad.as_mut_slice();
+        let gb = net.item_bias.grad.as_mut_slice();
+        for r in 0..nc {
+            let cls = buf.classes[start + r] as usize;
+            let dpos = wt * buf.dlogits.as_slice()[r * (1 + k)];
+            let hr = &buf.hc.as_slice()[r * h..(r + 1) * h];
+            let dh = &mut buf.dhc.as_mut_slice()[r * h..(r + 1) * h];
+            for j in 0..h {
+                dh[j] += dpos * out_w[cls * h + j];
+                gw[cls * h + j] += dpos * hr[j];
+            }
+            gb[cls] += dpos;
+        }
+        l
+    }
+
+    /// Adds the candidates' row and bias gradients into the output table's gradients.
+    fn scatter_candidate_grads(&mut self) {
+        let buf = &self.buf;
+        scatter_add_rows(&mut self.net.item_out.grad, &buf.dwc, &buf.cand);
+        let gb = self.net.item_bias.grad.as_mut_slice();
+        for (&c, &g) in buf.cand.iter().zip(&buf.dbc) {
+            gb[c as usize - 1] += g;
+        }
+    }
+
+    /// Eval-mode scores of `batch` right-aligned histories into `[batch, n_items + 1]`
+    /// (column 0 = `-inf`).
+    fn score(&mut self, histories: &[u32], batch: usize, l: usize, scores: &mut [T]) {
+        let d = self.input_table().cols();
+        let h = self.cfg.hidden_size;
+        let c = self.n_items;
+        let buf = &mut self.buf;
+        buf.x.resize(&[batch, l, d]);
+        buf.y.resize(&[batch, l, h]);
+        buf.mask.clear();
+        buf.mask.extend(histories.iter().map(|&id| id != 0));
+        let table = match &self.net.item_in {
+            Some(p) => &p.value,
+            None => &self.net.item_out.value,
+        };
+        gather_rows(&mut buf.x, table, histories);
+        if buf.h_n.batch() != batch {
+            buf.h_n = self.net.gru.zero_state(batch);
+        }
+        self.net.gru.forward(
+            &mut buf.y,
+            &mut buf.h_n,
+            &mut buf.cache,
+            &buf.x,
+            Some(&buf.mask),
+            None,
+        );
+        // Final state of the top layer, [batch, h].
+        let layers = self.cfg.num_layers;
+        buf.hc.resize(&[batch, h]);
+        buf.hc
+            .as_mut_slice()
+            .copy_from_slice(&buf.h_n.h.as_slice()[(layers - 1) * batch * h..layers * batch * h]);
+        buf.logits.resize(&[batch, c]);
+        gemm(
+            &mut buf.logits,
+            T::ONE,
+            &buf.hc,
+            Transpose::No,
+            &self.net.item_out.value,
+            Transpose::Yes,
+            T::ZERO,
+        );
+        add_bias_rows(&mut buf.logits, self.net.item_bias.value.as_slice());
+        for (row, src) in scores
+            .chunks_exact_mut(c + 1)
+            .zip(buf.logits.as_slice().chunks_exact(c))
+        {
+            row[0] = T::NEG_INFINITY;
+            row[1..].copy_from_slice(src);
+        }
+    }
+}
+
+/// `out[i] = table[ids[i] - 1]`, zeros where `ids[i] == 0`. `out`: `[.., d]` with `ids.len()` rows.
+fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
+    let d = table.cols();
+    assert_eq!(out.numel(), ids.len() * d, "gather_rows: out vs ids");
+    let src = table.as_slice();
+    for (o, &id) in out.as_mut_slice().chunks_exact_mut(d).zip(ids) {
+        if id == 0 {
+            o.fill(T::ZERO);
+        } else {
+            let r = id as usize - 1;
+            o.copy_from_slice(&src[r * d..(r + 1) * d]);
+        }
+    }
+}
+
+/// Backward of [`gather_rows`]: `grad[ids[i] - 1] += dout[i]`, skipping padding (repeats accumulate).
+fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32]) {
+    let d = grad.cols();
+    let g = grad.as_mut_slice();
+    for (o, &id) in dout.as_slice().chunks_exact(d).zip(ids) {
+        if id != 0 {
+            let r = id as usize - 1;
+            for (a, &b) in g[r * d..(r + 1) * d].iter_mut().zip(o) {
+                *a += b;
+            }
+        }
+    }
+}
+
+/// `y[r, :] += bias` for every row of `y` `[rows, bias.len()]`.
+fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
+    for row in y.as_mut_slice().chunks_exact_mut(bias.len()) {
+        for (a, &b) in row.iter_mut().zip(bias) {
+            *a += b;
+        }
+    }
+}
+
+/// `acc[j] += s * sum_r x[r, j]`.
+fn col_sum_acc<T: Float>(acc: &mut [T], x: &Tensor<T>, s: T) {
+    let c = acc.len();
+    if c == 0 {
+        return;
+    }
+    for row in x.as_slice().chunks_exact(c) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += s * v;
+        }
+    }
+}
+
+/// `sum a_j b_j` in `f64`.
+fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x.to_f64() * y.to_f64())
+        .sum()
+}
+
+/// GRU4Rec in `f32`, implementing [`Model`]. See the [module docs](self) for the architecture and
+/// [`Gru4recConfig`] for the defaults.
+///
+/// Training batches are [`SasrecBatcher`] windows of the last `maxlen` items of each user
+/// (right-aligned, left-padded), shuffled by `(seed, epoch)`; every position with a target is scored.
+/// Dropout masks are keyed by `(seed, epoch, step)`, so the same seed gives the same run and a run
+/// resumed from [`Model::save`] matches an uninterrupted one bit for bit.
+///
+/// ```
+/// use seqrec_data::{Dataset, Sequences, Vocab};
+/// use seqrec_models::{Gru4rec, Gru4recConfig, Model};
+///
+/// // Two users walking 1 -> 2 -> 3 -> 1 -> ...
+/// let users = Vocab::from_originals(vec!["u1".into(), "u2".into()]).unwrap();
+/// let items = Vocab::from_originals(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+/// let walk = |start: u32| (0..8).map(|t| (start + t) % 3 + 1).collect::<Vec<_>>();
+/// let ds = Dataset::from_sequences(users, items, vec![
+///     (walk(0), (0..8).collect()),
+///     (walk(1), (0..8).collect()),
+/// ]).unwrap();
+/// let train = Sequences::all(&ds);
+/// let cfg = Gru4recConfig { hidden_size: 8, embedding_dim: 8, maxlen: 8, lr: 0.05, ..Default::default() };
+/// let mut model = Gru4rec::new(cfg, &train, 0).unwrap();
+/// let first = model.train_epoch(&train, 0, &mut |_| {}).unwrap().loss;
+/// let mut last = first;
+/// for epoch in 1..30 {
+///     last = model.train_epoch(&train, epoch, &mut |_| {}).unwrap().loss;
+/// }
+/// assert!(last < first);
+/// // Score the history [.., 1, 2]: item 3 comes next.
+/// let mut history = vec![0u32; 8];
+/// history[6..].copy_from_slice(&[1, 2]);
+/// let mut scores = vec![0.0f32; 4];
+/// model.score(&history, 1, &mut scores);
+/// assert!(scores[3] > scores[1] && scores[3] > scores[2]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Gru4rec {
+    core: Core<f32>,
+    adam: AdamState<f32>,
+    /// Popularity sampler of the shared negatives (`SampledCe` only).
+    sampler: Option<NegativeSampler>,
+    seed: u64,
+}
+
+/// What `gru4rec.json` holds next to the tensors.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedState {
+    n_items: usize,
+    adam_steps: u64,
+    config: Gru4recConfig,
+}
+
+const PARAMS_FILE: &str = "gru4rec.safetensors";
+const ADAM_FILE: &str = "gru4rec.adam.safetensors";
+const STATE_FILE: &str = "gru4rec.json";
+
+impl Gru4rec {
+    /// Builds the model for the catalogue of `train`, initialised from `seed`.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for an invalid `config` (see [`Gru4recConfig::validate`]);
+    /// [`ModelError::Data`] if the catalogue is empty or, with `SampledCe`, no item occurs in `train`.
+    pub fn new(
+        config: Gru4recConfig,
+        train: &Sequences<'_>,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        config.validate()?;
+        let counts = item_counts(train);
+        let sampler = match config.loss {
+            Gru4recLoss::Ce => None,
+            Gru4recLoss::SampledCe => Some(
+                NegativeSampler::popularity(&counts, config.sample_alpha)
+                    .map_err(|e| ModelError::Data(format!("gru4rec negative sampler: {e}")))?,
+            ),
+        };
+        let core = Core::new(config, &counts, seed)?;
+        let adam = AdamState::new(&core.net);
+        Ok(Self {
+            core,
+            adam,
+            sampler,
+            seed,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Gru4recConfig {
+        &self.core.cfg
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.core.net.num_params()
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn optimizer_steps(&self) -> u64 {
+        self.adam.steps
+    }
+
+    /// Visits every parameter (names as in the checkpoint: `item_in.weight`, `gru.weight_ih_l0`, ...,
+    /// `item_out.weight`, `item_out.bias`).
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param<f32>)) {
+        self.core.net.visit_params(f);
+    }
+
+    fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
+        ModelError::Checkpoint {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Model for Gru4rec {
+    fn name(&self) -> &'static str {
+        "gru4rec"
+    }
+
+    fn n_items(&self) -> usize {
+        self.core.n_items
+    }
+
+    fn max_history(&self) -> usize {
+        self.core.cfg.maxlen
+    }
+
+    fn train_epoch(
+        &mut self,
+        train: &Sequences<'_>,
+        epoch: usize,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        if train.n_items() != self.core.n_items {
+            return Err(ModelError::Data(format!(
+                "gru4rec was built for {} items but the training sequences have {}",
+                self.core.n_items,
+                train.n_items()
+            )));
+        }
+        let cfg = self.core.cfg.clone();
+        let negatives = match &self.sampler {
+            None => Negatives::None,
+            Some(s) => Negatives::Shared {
+                n: cfg.n_negatives,
+                sampler: s.clone(),
+            },
+        };
+        let mut batcher = SasrecBatcher::new(
+            train.clone(),
+            SasrecConfig {
+                batch_size: cfg.batch_size,
+                maxlen: cfg.maxlen,
+                window: WindowMode::Last,
+                negatives,
+                shuffle: true,
+                seed: self.seed,
+                context: None,
+            },
+        )
+        .map_err(|e| ModelError::Data(format!("gru4rec batches: {e}")))?;
+        batcher.start_epoch(epoch as u64);
+        let steps = batcher.n_batches();
+        if steps == 0 {
+            return Err(ModelError::Data(
+                "gru4rec: no training sequence has two or more items".into(),
+            ));
+        }
+        self.core.drop_emb.train();
+        self.core.drop_hid.train();
+        let (mut loss_sum, mut sequences) = (0.0, 0);
+        let mut step = 0;
+        while let Some(batch) = batcher
+            .next_batch()
+            .map_err(|e| ModelError::Data(format!("gru4rec batches: {e}")))?
+        {
+            // Dropout keys from (seed, epoch, step): a resumed run draws the same masks.
+            let counter = ((epoch as u64) << 32) | step as u64;
+            self.core.drop_emb.set_counter(counter);
+            self.core.drop_hid.set_counter(counter);
+            self.core.net.zero_grad();
+            let input = StepInput {
+                b: batch.batch_size,
+                l: batch.maxlen,
+                inputs: &batch.inputs,
+                targets: &batch.targets,
+                negatives: &batch.negatives,
+            };
+            let loss = self.core.step(&input, true);
+            if !loss.is_finite() {
+                return Err(ModelError::NonFinite {
+                    what: "loss",
+                    epoch,
+                    step,
+                    value: loss,
+                });
+            }
+            if let Some(max_norm) = cfg.clip_grad_norm {
+                clip::clip_grad_norm(&mut self.core.net, max_norm).map_err(|e| match e {
+                    seqrec_nn::NnError::NonFiniteGradNorm { norm, .. } => ModelError::NonFinite {
+                        what: "gradient norm",
+                        epoch,
+                        step,
+                        value: norm,
+                    },
+                    other => ModelError::Config(format!("gru4rec.clip_grad_norm: {other}")),
+                })?;
+            }
+            self.adam.step(&mut self.core.net, &cfg);
+            loss_sum += loss;
+            sequences += batch.rows;
+            on_step(&StepReport {
+                step,
+                steps,
+                loss,
+                sequences: batch.rows,
+            });
+            step += 1;
+        }
+        Ok(EpochReport {
+            loss: loss_sum / step.max(1) as f64,
+            steps: step,
+            sequences,
+        })
+    }
+
+    /// # Panics
+    /// If `histories` is not `[batch, max_history()]`, `scores` not `[batch, n_items + 1]`, or a
+    /// history holds an id above `n_items` (the evaluation batcher checks ids once, upstream).
+    fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        let l = self.core.cfg.maxlen;
+        let n = self.core.n_items;
+        assert_eq!(
+            histories.len(),
+            batch * l,
+            "Gru4rec::score: histories must be [batch = {batch}, maxlen = {l}]"
+        );
+        assert_eq!(
+            scores.len(),
+            batch * (n + 1),
+            "Gru4rec::score: scores must be [batch = {batch}, n_items + 1 = {}]",
+            n + 1
+        );
+        if let Some(&bad) = histories.iter().find(|&&id| id as usize > n) {
+            panic!("Gru4rec::score: item id {bad} is out of range for {n} items");
+        }
+        if batch == 0 {
+            return;
+        }
+        self.core.score(histories, batch, l, scores);
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|e| Self::checkpoint_err(dir, e))?;
+        let p = dir.join(PARAMS_FILE);
+        checkpoint::save(&self.core.net, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let p = dir.join(ADAM_FILE);
+        checkpoint::save(&self.adam, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let p = dir.join(STATE_FILE);
+        let state = SavedState {
+            n_items: self.core.n_items,
+            adam_steps: self.adam.steps,
+            config: self.core.cfg.clone(),
+        };
+        let text = serde_json::to_string_pretty(&state).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let tmp = dir.join(format!("{STATE_FILE}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Self::checkpoint_err(&p, e)
+            })
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
+        let p = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let state: SavedState =
+            serde_json::from_str(&text).map_err(|e| Self::checkpoint_err(&p, e))?;
+        if state.n_items != self.core.n_items {
+            return Err(Self::checkpoint_err(
+                &p,
+                format!(
+                    "saved for {} items, but the model has {}",
+                    state.n_items, self.core.n_items
+                ),
+            ));
+        }
+        // Load into copies and commit only when every file matches.
+        let mut net = self.core.net.clone();
+        let pp = dir.join(PARAMS_FILE);
+        checkpoint::load(&mut net, &pp).map_err(|e| Self::checkpoint_err(&pp, e))?;
+        let mut adam = self.adam.clone();
+        let pa = dir.join(ADAM_FILE);
+        checkpoint::load(&mut adam, &pa).map_err(|e| Self::checkpoint_err(&pa, e))?;
+        adam.steps = state.adam_steps;
+        self.core.net = net;
+        self.adam = adam;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seqrec_nn::gradcheck::{GradTolerance, check_module};
+
+    /// A tiny f64 core with dropout 0, `n_items` items and the given loss.
+    fn tiny(loss: Gru4recLoss, layers: usize, constrained: bool) -> Core<f64> {
+        let cfg = Gru4recConfig {
+            embedding_dim: if constrained { 4 } else { 3 },
+            hidden_size: 4,
+            num_layers: layers,
+            constrained_embedding: constrained,
+            dropout_embedding: 0.0,
+            dropout_hidden: 0.0,
+            loss,
+            n_negatives: 4,
+            batch_size: 3,
+            maxlen: 5,
+            ..Gru4recConfig::default()
+        };
+        let counts = [0u32, 5, 3, 1, 8, 2, 2, 4];
+        let mut core = Core::<f64>::new(cfg, &counts, 11).unwrap();
+        core.chunk_rows = 3; // several chunks, one short
+        // Non-zero output biases so their gradient paths matter.
+        for (i, b) in core
+            .net
+            .item_bias
+            .value
+            .as_mut_slice()
+            .iter_mut()
+            .enumerate()
+        {
+            *b = 0.1 * i as f64 - 0.3;
+        }
+        core
+    }
+
+    /// Rows: fully padded, left-padded (3 real), full with one masked target.
+    const INPUTS: [u32; 15] = [0, 0, 0, 0, 0, 0, 0, 3, 1, 7, 2, 4, 4, 6, 1];
+    const TARGETS: [u32; 15] = [0, 0, 0, 0, 0, 0, 0, 1, 7, 2, 0, 4, 6, 1, 3];
+    /// Shared negatives: a duplicate, one equal to positives (masked), one new item.
+    const NEGS: [u32; 4] = [5, 5, 3, 1];
+
+    fn check(mut core: Core<f64>) {
+        let inp = StepInput {
+            b: 3,
+            l: 5,
+            inputs: &INPUTS,
+            targets: &TARGETS,
+            negatives: &NEGS,
+        };
+        core.net.zero_grad();
+        let loss = core.step(&inp, true);
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+        // The forward-only loss equals the training loss.
+        assert_eq!(core.clone().step(&inp, false), loss);
+        let mut net = core.net.clone();
+        let errors = check_module(&mut net, GradTolerance::STRICT, &mut |n| {
+            core.net.clone_from(n);
+            core.step(&inp, false)
+        });
+        for e in &errors {
+            assert!(e.passes(), "{e}");
+        }
+        // Every parameter received some gradient (padding rows excepted).
+        let mut nonzero = 0;
+        net.visit_params(&mut |p| {
+            nonzero += usize::from(p.grad.as_slice().iter().any(|&g| g != 0.0));
+        });
+        assert_eq!(nonzero, errors.len());
+    }
+
+    #[test]
+    fn gradcheck_ce_whole_model_f64() {
+        check(tiny(Gru4recLoss::Ce, 1, false));
+        check(tiny(Gru4recLoss::Ce, 2, true));
+    }
+
+    #[test]
+    fn gradcheck_sampled_ce_whole_model_f64() {
+        check(tiny(Gru4recLoss::SampledCe, 1, false));
+        check(tiny(Gru4recLoss::SampledCe, 2, true));
+    }
+
+    /// Parameter gradients accumulate: two backward passes without `zero_grad` give twice the
+    /// gradient of one (the project's `+=` rule), for both losses.
+    #[test]
+    fn parameter_gradients_accumulate() {
+        for loss in [Gru4recLoss::Ce, Gru4recLoss::SampledCe] {
+            let mut core = tiny(loss, 2, false);
+            let inp = StepInput {
+                b: 3,
+                l: 5,
+                inputs: &INPUTS,
+                targets: &TARGETS,
+                negatives: &NEGS,
+            };
+            core.net.zero_grad();
+            core.step(&inp, true);
+            let mut once = Vec::new();
+            core.net.visit_params(&mut |p| once.push(p.grad.to_vec()));
+            core.step(&inp, true);
+            let mut k = 0;
+            core.net.visit_params(&mut |p| {
+                for (a, b) in p.grad.as_slice().iter().zip(&once[k]) {
+                    assert!((a - 2.0 * b).abs() <= 1e-12 * (1.0 + b.abs()), "{}", p.name);
+                }
+                k += 1;
+            });
+        }
+    }
+
+    /// Padding items never receive gradient: a padded row's inputs leave the tables untouched.
+    #[test]
+    fn fully_padded_batch_has_zero_loss_and_gradient() {
+        let mut core = tiny(Gru4recLoss::Ce, 1, false);
+        let zeros = [0u32; 15];
+        let inp = StepInput {
+            b: 3,
+            l: 5,
+            inputs: &zeros,
+            targets: &zeros,
+            negatives: &[],
+        };
+        core.net.zero_grad();
+        assert_eq!(core.step(&inp, true), 0.0);
+        core.net
+            .visit_params(&mut |p| assert!(p.grad.as_slice().iter().all(|&g| g == 0.0)));
+    }
+}
