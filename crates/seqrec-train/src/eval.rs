@@ -61,7 +61,9 @@ pub struct EvalOutcome {
     pub metrics: MetricReport,
     /// Coverage, average popularity and Gini of the top-k lists (full protocol only).
     pub catalogue: Option<CatalogueReport>,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds (reported under `timings` in `metrics.json`, not here, so that equal runs
+    /// have equal metrics).
+    #[serde(skip)]
     pub seconds: f64,
 }
 
