@@ -388,13 +388,26 @@ fn train_loop(
         let eval_now = (epoch + 1) % cfg.train.eval_every == 0 || epoch + 1 == cfg.train.epochs;
         let mut improved = false;
         if eval_now {
-            let v = evaluate(
+            let v = match evaluate(
                 model.as_mut(),
                 &exp.ds,
                 exp.split.valid(),
                 &valid_pop,
                 &settings,
-            )?;
+            ) {
+                Ok(v) => v,
+                // NaN scores mean the parameters diverged even though the loss looked finite: stop
+                // like a NaN loss, before this epoch's state reaches last/.
+                Err(TrainError::Metrics(e @ seqrec_metrics::MetricsError::NanScore { .. })) => {
+                    stop = StopReason::NonFinite {
+                        message: format!("validation after epoch {}: {e}", epoch + 1),
+                    };
+                    state.epochs_done = epoch;
+                    state.losses.pop();
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             state.valid_seconds += v.seconds;
             let value = v.value(metric);
             state.history.push(HistoryLine {

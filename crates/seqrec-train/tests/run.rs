@@ -175,3 +175,27 @@ fn nan_stop_keeps_the_last_good_checkpoint_byte_identical() {
     let ndcg = s.test.unwrap().value(Metric::Ndcg(10));
     assert!(ndcg.is_finite() && ndcg > 0.0, "{ndcg}");
 }
+
+#[test]
+fn nan_scores_at_validation_stop_like_a_nan_loss() {
+    let dir = scratch("nan-scores");
+    let mut cfg = small_config(&dir);
+    cfg.train.eval_every = 1;
+    let opts = RunOptions {
+        quiet: true,
+        stop_after_epoch: Some(1),
+    };
+    train_with(&cfg, &bigram_factory(None), &opts, false).unwrap();
+    let last_before = snapshot(&cfg.out.join("last"));
+    // The loss stays finite at epoch index 2 but every score is NaN: validation catches it.
+    let s = train_with(&cfg, &diverging_factory(Some(2), true), &quiet(), true).unwrap();
+    match &s.stop {
+        StopReason::NonFinite { message } => {
+            assert!(message.starts_with("validation after epoch 3"), "{message}")
+        }
+        other => panic!("expected a NaN stop, got {other:?}"),
+    }
+    assert_eq!(snapshot(&cfg.out.join("last")), last_before);
+    assert_eq!(metrics_json(&cfg.out)["epochs_run"], 2);
+    assert!(s.test.unwrap().value(Metric::Ndcg(10)).is_finite());
+}

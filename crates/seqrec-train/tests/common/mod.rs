@@ -16,10 +16,17 @@ pub struct SlowBigram {
     row_sums: Vec<f32>,
     seed: u64,
     nan_at_epoch: Option<usize>,
+    /// With `nan_at_epoch`: corrupt the parameters but report a finite loss (only the scores show it).
+    silent: bool,
 }
 
 impl SlowBigram {
-    pub fn new(train: &Sequences<'_>, seed: u64, nan_at_epoch: Option<usize>) -> Self {
+    pub fn new(
+        train: &Sequences<'_>,
+        seed: u64,
+        nan_at_epoch: Option<usize>,
+        silent: bool,
+    ) -> Self {
         let n = train.n_items();
         Self {
             n,
@@ -27,6 +34,7 @@ impl SlowBigram {
             row_sums: vec![0.0; n + 1],
             seed,
             nan_at_epoch,
+            silent,
         }
     }
 }
@@ -50,6 +58,13 @@ impl Model for SlowBigram {
         if self.nan_at_epoch == Some(epoch) {
             // Corrupt the state first: the trainer must not save it.
             self.counts.fill(f32::NAN);
+            if self.silent {
+                return Ok(EpochReport {
+                    loss: 1.0,
+                    steps: 1,
+                    sequences: train.len(),
+                });
+            }
             return Err(ModelError::NonFinite {
                 what: "loss",
                 epoch,
@@ -132,10 +147,16 @@ impl Model for SlowBigram {
 
 /// The factory of [`SlowBigram`].
 pub fn bigram_factory(nan_at_epoch: Option<usize>) -> ModelFactory<'static> {
+    diverging_factory(nan_at_epoch, false)
+}
+
+/// The factory of [`SlowBigram`] whose parameters turn NaN at `nan_at_epoch`, reporting it (`silent
+/// = false`) or not.
+pub fn diverging_factory(nan_at_epoch: Option<usize>, silent: bool) -> ModelFactory<'static> {
     ModelFactory {
         config: serde_json::json!({"model": "slow-bigram", "nan_at_epoch": nan_at_epoch}),
         build: Box::new(move |train, seed| {
-            Ok(Box::new(SlowBigram::new(train, seed, nan_at_epoch)))
+            Ok(Box::new(SlowBigram::new(train, seed, nan_at_epoch, silent)))
         }),
     }
 }
