@@ -423,7 +423,7 @@ fn train_loop(
             } else {
                 state.evals_since_best += 1;
             }
-            if !hidden {
+            if !opts.quiet {
                 eprintln!(
                     "epoch {:>4}  loss {:.5}  valid {} {:.6}{}",
                     epoch + 1,
