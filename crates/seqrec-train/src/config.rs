@@ -281,7 +281,9 @@ impl TrainConfig {
             let t = line.trim();
             if t.starts_with('[') {
                 section = t.trim_matches(|c| c == '[' || c == ']').to_owned();
-                out.push('\n');
+                if !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
             } else if let Some((key, _)) = t.split_once(" = ") {
                 let full = if section.is_empty() {
                     key.to_owned()

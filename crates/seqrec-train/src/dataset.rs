@@ -210,7 +210,10 @@ pub fn dataset_info(spec: &DatasetSpec, ds: &Dataset) -> DatasetInfo {
     }
     DatasetInfo {
         name: spec.name.clone(),
-        path: spec.path.display().to_string(),
+        path: std::fs::canonicalize(&spec.path)
+            .unwrap_or_else(|_| spec.path.clone())
+            .display()
+            .to_string(),
         recipe: spec.recipe.clone(),
         prepare: spec.prepare.fingerprint(),
         n_users: ds.n_users(),

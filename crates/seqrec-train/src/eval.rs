@@ -250,7 +250,16 @@ pub fn format_table(title: &str, columns: &[(&str, &EvalOutcome)]) -> String {
             rows.push((format!("Gini@{}", a.k), get(|x| x.gini)));
         }
     }
+    if columns.iter().any(|(n, _)| *n == "MostPop") {
+        rows.push((String::new(), Vec::new()));
+    }
     for (name, vals) in rows {
+        if name.is_empty() {
+            out.push_str(
+                "MostPop: item popularity over all events before the targets (training, plus validation for test)\n",
+            );
+            continue;
+        }
         out.push_str(&format!("{name:<14}"));
         for v in vals {
             if v.abs() >= 100.0 {

@@ -57,6 +57,10 @@ pub fn plot_curve(
                 color.stroke_width(2),
             ))
             .map_err(|e| err(&e))?;
+        // A marker per point, so a single evaluation is visible too.
+        chart
+            .draw_series(finite.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
