@@ -358,12 +358,24 @@ fn train_loop(
         );
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.train.epochs));
         let mut seqs = 0usize;
+        // Whole-run ETA from the mean epoch time so far (the bar's own ETA covers this epoch).
+        let per_epoch =
+            (state.epochs_done > 0).then(|| state.train_seconds / state.epochs_done as f64);
+        let later_epochs = (cfg.train.epochs - epoch - 1) as f64;
         let result = model.train_epoch(&train, epoch, &mut |s| {
             seqs += s.sequences;
             bar.set_length(s.steps as u64);
             bar.set_position(s.step as u64 + 1);
-            let rate = seqs as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {:.4} {rate:.0} seq/s", s.loss));
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            let rate = seqs as f64 / secs;
+            let run_eta = per_epoch.map_or(String::new(), |p| {
+                let left = later_epochs * p + (p - secs).max(0.0);
+                format!(
+                    ", run ETA {}",
+                    indicatif::HumanDuration(std::time::Duration::from_secs_f64(left))
+                )
+            });
+            bar.set_message(format!("loss {:.4} {rate:.0} seq/s{run_eta}", s.loss));
         });
         bar.finish_and_clear();
         let report = match result {
