@@ -57,6 +57,12 @@ macro_rules! registry {
     };
 }
 
+// To add a model, add its entry here, e.g. once `seqrec-models` exports them:
+//     /// SASRec (Kang & McAuley 2018).
+//     "sasrec" => Sasrec(seqrec_models::SasrecConfig) = |c, t, s| Ok(Box::new(seqrec_models::Sasrec::new(c.clone(), t, s)?));
+//     /// GRU4Rec (Hidasi et al. 2016).
+//     "gru4rec" => Gru4rec(seqrec_models::Gru4recConfig) = |c, t, s| Ok(Box::new(seqrec_models::Gru4rec::new(c.clone(), t, s)?));
+// and, to make it the default, change `impl Default for ModelConfig` below.
 registry! {
     /// The popularity baseline.
     "mostpop" => MostPop(MostPopConfig) = |_c, t, _s| Ok(Box::new(MostPop::new(t)));
