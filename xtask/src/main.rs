@@ -3,6 +3,9 @@
 mod data;
 mod gradcheck;
 
+mod eval;
+mod train;
+
 use clap::{Parser, Subcommand};
 
 /// seqrec: sequential recommendation, from interaction logs to next-item recommendations.
@@ -24,6 +27,11 @@ enum Command {
     Gradcheck(gradcheck::GradcheckArgs),
     /// Run what CI runs: `cargo fmt --check`, clippy with `-D warnings`, the test suite (`.ci/run`).
     Ci,
+
+    /// Train a model (TOML config + overrides) and write a run directory.
+    Train(Box<train::TrainArgs>),
+    /// Re-evaluate a run's best checkpoint on the test split (full or sampled protocol).
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +40,9 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Ci => run_ci(),
+
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
