@@ -40,8 +40,10 @@ fn every_key_is_documented_and_every_doc_is_a_key() {
     // Every registered model's default config: the general keys and that model's hyper-parameters.
     let mut all_keys = Vec::new();
     for name in ModelConfig::NAMES {
-        let mut cfg = TrainConfig::default();
-        cfg.model = ModelConfig::default_for(name).unwrap();
+        let cfg = TrainConfig {
+            model: ModelConfig::default_for(name).unwrap(),
+            ..TrainConfig::default()
+        };
         let text = cfg.to_toml();
         let mut keys = Vec::new();
         let mut section = String::new();
