@@ -6,42 +6,12 @@
 //! Run: `cargo bench -p seqrec-benches --bench data_batches`.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seqrec_data::{
-    ContextConfig, Dataset, Distribution, Id, NegativeSampler, Negatives, SasrecBatcher,
-    SasrecConfig, SessionParallel, Split, Vocab, WindowMode, sample_eval_negatives,
+    ContextConfig, Distribution, Id, NegativeSampler, Negatives, SasrecBatcher, SasrecConfig,
+    SessionParallel, Split, WindowMode, sample_eval_negatives,
 };
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("SEQREC_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
-
-/// Parses `user item` lines (1-based dense ids, time order); timestamps are line numbers.
-fn load_ml1m() -> Dataset {
-    let path = data_dir().join("ml-1m-sasrec.txt");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set SEQREC_DATA_DIR)", path.display()));
-    let mut seqs: Vec<(Vec<Id>, Vec<i64>)> = Vec::new();
-    let mut n_items = 0;
-    for (line_no, line) in text.lines().enumerate() {
-        let mut f = line.split_ascii_whitespace();
-        let u: usize = f.next().unwrap().parse().unwrap();
-        let i: Id = f.next().unwrap().parse().unwrap();
-        if seqs.len() < u {
-            seqs.resize(u, (Vec::new(), Vec::new()));
-        }
-        seqs[u - 1].0.push(i);
-        seqs[u - 1].1.push(line_no as i64);
-        n_items = n_items.max(i as usize);
-    }
-    let users = Vocab::from_originals((1..=seqs.len()).map(|u| u.to_string()).collect()).unwrap();
-    let items = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
-    Dataset::from_sequences(users, items, seqs).unwrap()
-}
 
 /// Runs one epoch and returns a checksum so nothing is optimised away.
 fn run_epoch(b: &mut SasrecBatcher, epoch: u64) -> u64 {
@@ -55,7 +25,7 @@ fn run_epoch(b: &mut SasrecBatcher, epoch: u64) -> u64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let ds = load_ml1m();
+    let ds = seqrec_benches::ml1m_sasrec();
     let split = Split::leave_one_out(&ds);
     let train = split.train_sequences(&ds).unwrap();
     let uniform = NegativeSampler::uniform(ds.n_items()).unwrap();

@@ -9,42 +9,10 @@
 //! `../shared/data`).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use seqrec_data::{
-    Dataset, Id, SasrecBatcher, SasrecConfig as BatchConfig, Sequences, Split, Vocab,
-};
+use seqrec_data::{SasrecBatcher, SasrecConfig as BatchConfig, Sequences, Split};
 use seqrec_models::{Model, Sasrec, SasrecConfig, SasrecLoss};
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("SEQREC_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
-
-/// Parses `user item` lines (1-based dense ids, time order); timestamps are line numbers.
-fn load_ml1m() -> Dataset {
-    let path = data_dir().join("ml-1m-sasrec.txt");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set SEQREC_DATA_DIR)", path.display()));
-    let mut seqs: Vec<(Vec<Id>, Vec<i64>)> = Vec::new();
-    let mut n_items = 0;
-    for (line_no, line) in text.lines().enumerate() {
-        let mut f = line.split_ascii_whitespace();
-        let u: usize = f.next().unwrap().parse().unwrap();
-        let i: Id = f.next().unwrap().parse().unwrap();
-        if seqs.len() < u {
-            seqs.resize(u, (Vec::new(), Vec::new()));
-        }
-        seqs[u - 1].0.push(i);
-        seqs[u - 1].1.push(line_no as i64);
-        n_items = n_items.max(i as usize);
-    }
-    let users = Vocab::from_originals((1..=seqs.len()).map(|u| u.to_string()).collect()).unwrap();
-    let items = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
-    Dataset::from_sequences(users, items, seqs).unwrap()
-}
 
 fn targets_per_row(seqs: &Sequences<'_>) -> f64 {
     let b = SasrecBatcher::new(seqs.clone(), BatchConfig::default()).unwrap();
@@ -52,7 +20,7 @@ fn targets_per_row(seqs: &Sequences<'_>) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let ds = load_ml1m();
+    let ds = seqrec_benches::ml1m_sasrec();
     assert_eq!(ds.n_items(), 3416);
     let split = Split::leave_one_out(&ds);
     let all = split.train_sequences(&ds).unwrap();

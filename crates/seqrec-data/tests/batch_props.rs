@@ -451,27 +451,15 @@ fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
-/// Parses `user item` lines (1-based dense ids, time order); timestamps are line numbers.
+/// `ml-1m-sasrec.txt` through the crate's own reader (`user item` pairs; line order is time order).
 fn load_ml1m() -> Dataset {
-    let path = data_dir().join("ml-1m-sasrec.txt");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set SEQREC_DATA_DIR)", path.display()));
-    let mut seqs: Vec<(Vec<Id>, Vec<i64>)> = Vec::new();
-    let mut n_items = 0;
-    for (line_no, line) in text.lines().enumerate() {
-        let mut f = line.split_ascii_whitespace();
-        let u: usize = f.next().unwrap().parse().unwrap();
-        let i: Id = f.next().unwrap().parse().unwrap();
-        if seqs.len() < u {
-            seqs.resize(u, (Vec::new(), Vec::new()));
-        }
-        seqs[u - 1].0.push(i);
-        seqs[u - 1].1.push(line_no as i64);
-        n_items = n_items.max(i as usize);
-    }
-    let users = Vocab::from_originals((1..=seqs.len()).map(|u| u.to_string()).collect()).unwrap();
-    let items = Vocab::from_originals((1..=n_items).map(|i| i.to_string()).collect()).unwrap();
-    Dataset::from_sequences(users, items, seqs).unwrap()
+    let opts = seqrec_data::ReadOptions {
+        format: Some(seqrec_data::Format::UserItemPairs),
+        ..seqrec_data::ReadOptions::default()
+    };
+    let log = seqrec_data::read_log(data_dir().join("ml-1m-sasrec.txt"), &opts)
+        .unwrap_or_else(|e| panic!("{e} (set SEQREC_DATA_DIR)"));
+    seqrec_data::prepare(&log, &seqrec_data::PrepareConfig::default()).unwrap()
 }
 
 #[test]
