@@ -32,6 +32,7 @@ use seqrec_nn::{
 use seqrec_tensor::{Float, Tensor, Transpose, gemm, splitmix64};
 use serde::{Deserialize, Serialize};
 
+use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 
 /// Positions scored per chunk of the output layer: bounds the `[chunk, n_items]` logits buffer
@@ -237,76 +238,6 @@ impl<T: Float> Module<T> for Net<T> {
         self.gru.visit_params_mut(f);
         f(&mut self.item_out);
         f(&mut self.item_bias);
-    }
-}
-
-/// Adam's moments, one `Param` per model parameter (value = moment, named `exp_avg.<name>` /
-/// `exp_avg_sq.<name>`) so that `seqrec_nn::checkpoint` saves them; `torch.optim.Adam`'s update.
-#[derive(Clone, Debug)]
-struct AdamState<T> {
-    m: Vec<Param<T>>,
-    v: Vec<Param<T>>,
-    steps: u64,
-}
-
-impl<T: Float> AdamState<T> {
-    fn new(net: &Net<T>) -> Self {
-        let (mut m, mut v) = (Vec::new(), Vec::new());
-        net.visit_params(&mut |p| {
-            m.push(Param::new(
-                format!("exp_avg.{}", p.name),
-                Tensor::zeros(p.value.shape()),
-            ));
-            v.push(Param::new(
-                format!("exp_avg_sq.{}", p.name),
-                Tensor::zeros(p.value.shape()),
-            ));
-        });
-        Self { m, v, steps: 0 }
-    }
-
-    /// One Adam step over `net`'s gradients, exactly as `seqrec_nn::optim::Adam` (L2 mode):
-    /// `g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²;
-    /// p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
-    fn step(&mut self, net: &mut Net<T>, cfg: &Gru4recConfig) {
-        let t = (self.steps + 1) as i32;
-        let (b1, b2) = (cfg.beta1, cfg.beta2);
-        let step_size = cfg.lr / (1.0 - b1.powi(t));
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        let (wd, eps) = (cfg.weight_decay, cfg.eps);
-        let mut k = 0;
-        let (ms, vs) = (&mut self.m, &mut self.v);
-        net.visit_params_mut(&mut |p| {
-            let (m, v) = (ms[k].value.as_mut_slice(), vs[k].value.as_mut_slice());
-            for (j, (w, &g)) in p
-                .value
-                .as_mut_slice()
-                .iter_mut()
-                .zip(p.grad.as_slice())
-                .enumerate()
-            {
-                let w64 = w.to_f64();
-                let g = g.to_f64() + wd * w64;
-                let mj = T::from_f64(b1 * m[j].to_f64() + (1.0 - b1) * g);
-                let vj = T::from_f64(b2 * v[j].to_f64() + (1.0 - b2) * g * g);
-                m[j] = mj;
-                v[j] = vj;
-                let denom = vj.to_f64().sqrt() / bc2_sqrt + eps;
-                *w = T::from_f64(w64 - step_size * mj.to_f64() / denom);
-            }
-            k += 1;
-        });
-        self.steps += 1;
-    }
-}
-
-impl<T: Float> Module<T> for AdamState<T> {
-    fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
-        self.m.iter().chain(&self.v).for_each(f);
-    }
-
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
-        self.m.iter_mut().chain(self.v.iter_mut()).for_each(f);
     }
 }
 
@@ -1093,7 +1024,16 @@ impl Gru4rec {
             ),
         };
         let core = Core::new(config, &counts, seed)?;
-        let adam = AdamState::new(&core.net);
+        let adam = AdamState::new(
+            &core.net,
+            AdamHyper {
+                lr: core.cfg.lr,
+                beta1: core.cfg.beta1,
+                beta2: core.cfg.beta2,
+                eps: core.cfg.eps,
+                weight_decay: core.cfg.weight_decay,
+            },
+        );
         Ok(Self {
             core,
             adam,
@@ -1225,7 +1165,7 @@ impl Model for Gru4rec {
                     other => ModelError::Config(format!("gru4rec.clip_grad_norm: {other}")),
                 })?;
             }
-            self.adam.step(&mut self.core.net, &cfg);
+            self.adam.step(&mut self.core.net);
             loss_sum += loss;
             sequences += batch.rows;
             on_step(&StepReport {

@@ -27,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod adam;
 pub mod gru4rec;
 mod model;
 mod mostpop;

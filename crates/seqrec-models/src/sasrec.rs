@@ -51,6 +51,7 @@ use seqrec_tensor::{
     splitmix64,
 };
 
+use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 
 /// Training objective of [`Sasrec`].
@@ -668,85 +669,14 @@ impl<T: Float> Module<T> for SasrecNet<T> {
     }
 }
 
-/// A flat list of named tensors: Adam's moments, saved with [`checkpoint`].
-#[derive(Clone, Debug)]
-struct ParamList(Vec<Param<f32>>);
-
-impl Module<f32> for ParamList {
-    fn visit_params(&self, f: &mut dyn FnMut(&Param<f32>)) {
-        self.0.iter().for_each(f);
-    }
-
-    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<f32>)) {
-        self.0.iter_mut().for_each(f);
-    }
-}
-
-/// Adam as `torch.optim.Adam` (no weight decay, `amsgrad = False`), with state that can be saved and
-/// restored (the moments live in [`ParamList`]s named `exp_avg.<param>` / `exp_avg_sq.<param>`).
-#[derive(Clone, Debug)]
-struct AdamState {
-    lr: f64,
-    betas: (f64, f64),
-    eps: f64,
-    steps: u64,
-    m: ParamList,
-    v: ParamList,
-}
-
-impl AdamState {
-    fn new(config: &SasrecConfig, net: &SasrecNet<f32>) -> Self {
-        let mut m = Vec::new();
-        let mut v = Vec::new();
-        net.visit_params(&mut |p| {
-            m.push(Param::new(
-                format!("exp_avg.{}", p.name),
-                Tensor::zeros(p.value.shape()),
-            ));
-            v.push(Param::new(
-                format!("exp_avg_sq.{}", p.name),
-                Tensor::zeros(p.value.shape()),
-            ));
-        });
-        Self {
-            lr: config.lr,
-            betas: config.betas,
-            eps: config.adam_eps,
-            steps: 0,
-            m: ParamList(m),
-            v: ParamList(v),
-        }
-    }
-
-    /// `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
-    fn step(&mut self, net: &mut SasrecNet<f32>) {
-        let t = (self.steps + 1) as i32;
-        let (b1, b2) = self.betas;
-        let step_size = self.lr / (1.0 - b1.powi(t));
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        let eps = self.eps;
-        let (ms, vs) = (&mut self.m.0, &mut self.v.0);
-        let mut i = 0;
-        net.visit_params_mut(&mut |p| {
-            let (m, v) = (ms[i].value.as_mut_slice(), vs[i].value.as_mut_slice());
-            for (j, (w, &g)) in p
-                .value
-                .as_mut_slice()
-                .iter_mut()
-                .zip(p.grad.as_slice())
-                .enumerate()
-            {
-                let g = g as f64;
-                let mj = (b1 * m[j] as f64 + (1.0 - b1) * g) as f32;
-                let vj = (b2 * v[j] as f64 + (1.0 - b2) * g * g) as f32;
-                m[j] = mj;
-                v[j] = vj;
-                let denom = (vj as f64).sqrt() / bc2_sqrt + eps;
-                *w = (*w as f64 - step_size * mj as f64 / denom) as f32;
-            }
-            i += 1;
-        });
-        self.steps += 1;
+/// SASRec's Adam: `torch.optim.Adam` without weight decay (`l2_emb` is part of the loss).
+fn adam_hyper(config: &SasrecConfig) -> AdamHyper {
+    AdamHyper {
+        lr: config.lr,
+        beta1: config.betas.0,
+        beta2: config.betas.1,
+        eps: config.adam_eps,
+        weight_decay: 0.0,
     }
 }
 
@@ -816,7 +746,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 #[derive(Clone, Debug)]
 pub struct Sasrec {
     net: SasrecNet<f32>,
-    adam: AdamState,
+    adam: AdamState<f32>,
     seed: u64,
 }
 
@@ -827,7 +757,7 @@ impl Sasrec {
     /// [`ModelError::Config`] for an invalid configuration or an empty catalogue.
     pub fn new(config: SasrecConfig, train: &Sequences<'_>, seed: u64) -> Result<Self, ModelError> {
         let net = SasrecNet::new(&config, train.n_items(), seed)?;
-        let adam = AdamState::new(&config, &net);
+        let adam = AdamState::new(&net, adam_hyper(&config));
         Ok(Self { net, adam, seed })
     }
 
@@ -967,9 +897,7 @@ impl Model for Sasrec {
         let model = dir.join(MODEL_FILE);
         checkpoint::save(&self.net, &model).map_err(|e| ckpt_err(&model, e))?;
         let optim = dir.join(OPTIM_FILE);
-        let mut moments = self.adam.m.0.clone();
-        moments.extend(self.adam.v.0.iter().cloned());
-        checkpoint::save(&ParamList(moments), &optim).map_err(|e| ckpt_err(&optim, e))?;
+        checkpoint::save(&self.adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
         let state = SavedState {
             format: 1,
             model: "sasrec".into(),
@@ -999,10 +927,8 @@ impl Model for Sasrec {
         // Tensors are checked by name and shape (the error names the tensor and both shapes); all
         // files are read into copies first, so a failed load leaves the model untouched.
         let optim = dir.join(OPTIM_FILE);
-        let mut moments = self.adam.m.0.clone();
-        moments.extend(self.adam.v.0.iter().cloned());
-        let mut moments = ParamList(moments);
-        checkpoint::load(&mut moments, &optim).map_err(|e| ckpt_err(&optim, e))?;
+        let mut adam = self.adam.clone();
+        checkpoint::load(&mut adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
         // Dropout seeds derive from the model seed, fixed when the network is built: a checkpoint of
         // another seed is loaded into a network rebuilt with that seed (and this model's config, so
         // shapes are still checked against it).
@@ -1015,10 +941,8 @@ impl Model for Sasrec {
             checkpoint::load(&mut net, &model).map_err(|e| ckpt_err(&model, e))?;
             self.net = net;
         }
-        let v = moments.0.split_off(self.adam.m.0.len());
-        self.adam.m = moments;
-        self.adam.v = ParamList(v);
-        self.adam.steps = state.adam_steps;
+        adam.steps = state.adam_steps;
+        self.adam = adam;
         self.seed = state.seed;
         Ok(())
     }
@@ -1042,7 +966,7 @@ mod tests {
         };
         let mut a = SasrecNet::<f32>::new(&config, 5, 3).unwrap();
         let mut b = a.clone();
-        let mut ours = AdamState::new(&config, &a);
+        let mut ours = AdamState::new(&a, adam_hyper(&config));
         let mut theirs = Adam::<f32>::new(AdamConfig {
             betas: config.betas,
             eps: config.adam_eps,
@@ -1070,7 +994,7 @@ mod tests {
         a.visit_params(&mut |p| va.push(p.value.clone()));
         b.visit_params(&mut |p| vb.push(p.value.clone()));
         assert_eq!(va, vb);
-        for (s, m) in theirs.slots().iter().zip(&ours.m.0) {
+        for (s, m) in theirs.slots().iter().zip(&ours.m) {
             assert_eq!(s.m, m.value.as_slice(), "{}", s.name);
         }
         assert_eq!(ours.steps, theirs.steps());
