@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{DatasetInfo, data_dir, load_dataset, resolve_dataset};
 use crate::eval::{EvalOutcome, EvalSettings, Stage, evaluate, format_table, popularity_before};
-use crate::plot::plot_curve;
+use crate::plot::{CurveText, plot_curve};
 use crate::{TrainConfig, TrainError};
 
 /// Builds a model for the training sequences and seed (the registry's `ModelConfig::build`, or a test model).
@@ -536,7 +536,15 @@ fn plot(dir: &Path, state: &TrainerState, metric: Metric) -> Result<(), TrainErr
         .map(|(i, &x)| (i as f64 + 1.0, x))
         .collect();
     let tmp = dir.join(".curve.tmp.png");
-    plot_curve(&tmp, &m, &l)?;
+    if plot_curve(&tmp, &metric.name(), &m, &l)? == CurveText::NoFont {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "note: no TrueType font found, curve.png has no labels \
+                 (install fonts-dejavu-core or set SEQREC_FONT=/path/to/font.ttf)"
+            )
+        });
+    }
     std::fs::rename(&tmp, dir.join("curve.png"))
         .map_err(|e| TrainError::io(dir.join("curve.png"), e))
 }
