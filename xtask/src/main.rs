@@ -86,13 +86,11 @@ fn error_chain(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::error_chain;
-    use anyhow::Context;
-
     #[test]
     fn error_chain_names_each_cause_once() {
         let inner = std::io::Error::other("disk full");
-        let outer: anyhow::Result<()> = Err(anyhow::Error::new(inner).context("writing x.bin"));
-        assert_eq!(error_chain(&outer.unwrap_err()), "writing x.bin: disk full");
+        let outer = anyhow::Error::new(inner).context("writing x.bin");
+        assert_eq!(error_chain(&outer), "writing x.bin: disk full");
         // A wrapper whose message already embeds its source is not repeated.
         #[derive(Debug, thiserror::Error)]
         #[error("model: {0}")]
