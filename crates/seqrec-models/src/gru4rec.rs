@@ -888,7 +888,7 @@ impl<T: Float> Core<T> {
 }
 
 /// `out[i] = table[ids[i] - 1]`, zeros where `ids[i] == 0`. `out`: `[.., d]` with `ids.len()` rows.
-fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
+pub(crate) fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
     let d = table.cols();
     assert_eq!(out.numel(), ids.len() * d, "gather_rows: out vs ids");
     let src = table.as_slice();
@@ -903,7 +903,7 @@ fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
 }
 
 /// Backward of [`gather_rows`]: `grad[ids[i] - 1] += dout[i]`, skipping padding (repeats accumulate).
-fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32]) {
+pub(crate) fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32]) {
     let d = grad.cols();
     let g = grad.as_mut_slice();
     for (o, &id) in dout.as_slice().chunks_exact(d).zip(ids) {
@@ -917,7 +917,7 @@ fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32
 }
 
 /// `y[r, :] += bias` for every row of `y` `[rows, bias.len()]`.
-fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
+pub(crate) fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
     for row in y.as_mut_slice().chunks_exact_mut(bias.len()) {
         for (a, &b) in row.iter_mut().zip(bias) {
             *a += b;
@@ -926,7 +926,7 @@ fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
 }
 
 /// `acc[j] += s * sum_r x[r, j]`.
-fn col_sum_acc<T: Float>(acc: &mut [T], x: &Tensor<T>, s: T) {
+pub(crate) fn col_sum_acc<T: Float>(acc: &mut [T], x: &Tensor<T>, s: T) {
     let c = acc.len();
     if c == 0 {
         return;
