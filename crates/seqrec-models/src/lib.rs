@@ -35,7 +35,7 @@ mod model;
 mod mostpop;
 mod sasrec;
 
-pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
+pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
 pub use model::{EpochReport, HistoryContext, Model, ModelError, StepReport};
 pub use mostpop::MostPop;

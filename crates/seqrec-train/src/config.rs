@@ -334,7 +334,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "gru4rec",
         "model.loss",
-        "\"ce\" (full softmax) or \"sampled_ce\" (in-batch + popularity negatives, log-Q).",
+        "\"ce\" (full softmax), \"sampled_ce\" (in-batch + popularity negatives, log-Q) or \"bpr_max\" (same candidates, BPR-max with bpreg).",
     ),
     (
         "gru4rec",
@@ -353,8 +353,18 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "gru4rec",
+        "model.bpreg",
+        "Score regularisation of bpr_max (GRU4Rec's bpreg, 1.0).",
+    ),
+    (
+        "gru4rec",
+        "model.batching",
+        "\"windows\" (last maxlen events per user, every position a target) or \"session_parallel\" (GRU4Rec lanes, state reset per session, one-step BPTT).",
+    ),
+    (
+        "gru4rec",
         "model.batch_size",
-        "Training sequences per batch (128).",
+        "Training sequences per batch, or lanes with session_parallel (128).",
     ),
     (
         "gru4rec",
