@@ -221,6 +221,38 @@ impl LstmAttnConfig {
         })
     }
 
+    /// The fields that fix the parameter shapes and the meaning of the context features:
+    /// `(embedding_dim, hidden_size, num_layers, attention_dim, mlp_hidden, tied, context,
+    /// context_dim, n_time_buckets, max_position)`.
+    #[allow(clippy::type_complexity)]
+    fn architecture(
+        &self,
+    ) -> (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+        ContextFusion,
+        usize,
+        u32,
+        u32,
+    ) {
+        (
+            self.embedding_dim,
+            self.hidden_size,
+            self.num_layers,
+            self.attention_dim,
+            self.mlp_hidden,
+            self.tied,
+            self.context,
+            self.ctx_dim(),
+            self.n_time_buckets,
+            self.max_position,
+        )
+    }
+
     /// Width of the context embeddings (`embedding_dim` for `add`).
     fn ctx_dim(&self) -> usize {
         if self.context == ContextFusion::Add {
@@ -1405,10 +1437,16 @@ impl Model for LstmAttn {
                 ),
             ));
         }
-        if state.config != self.core.cfg {
+        // Optimiser settings may change on resume; the architecture (which also fixes what the
+        // context features mean) may not.
+        if state.config.architecture() != self.core.cfg.architecture() {
             return Err(Self::checkpoint_err(
                 &p,
-                "saved with a different lstm_attn config than the model's",
+                format!(
+                    "saved for lstm_attn architecture {:?}, but the model has {:?}",
+                    state.config.architecture(),
+                    self.core.cfg.architecture()
+                ),
             ));
         }
         let mut net = self.core.net.clone();

@@ -173,6 +173,7 @@ fn save_load_round_trip_and_exact_resume() {
     a.train_epoch(&seqs, 0, &mut |_| {}).unwrap();
     let dir = temp_dir("resume");
     a.save(&dir).unwrap();
+    let saved = params(&a);
     let mut b = LstmAttn::new(cfg.clone(), &seqs, 7).unwrap();
     assert_ne!(params(&a), params(&b));
     b.load(&dir).unwrap();
@@ -186,7 +187,19 @@ fn save_load_round_trip_and_exact_resume() {
     let lb = b.train_epoch(&seqs, 1, &mut |_| {}).unwrap().loss;
     assert_eq!(la, lb);
     assert_eq!(params(&a), params(&b));
-    // A checkpoint of another config is refused, and the model is left untouched.
+    // Another learning rate may resume from it; another architecture is refused, and the model
+    // is left untouched.
+    let mut d = LstmAttn::new(
+        LstmAttnConfig {
+            lr: 0.5,
+            ..cfg.clone()
+        },
+        &seqs,
+        7,
+    )
+    .unwrap();
+    d.load(&dir).unwrap();
+    assert_eq!(params(&d), saved);
     let mut c = LstmAttn::new(tiny(ContextFusion::None), &seqs, 7).unwrap();
     let before = params(&c);
     assert!(matches!(c.load(&dir), Err(ModelError::Checkpoint { .. })));
