@@ -1553,6 +1553,74 @@ mod tests {
         check(tiny(ContextFusion::Attention, 2, true));
     }
 
+    /// A tensor of the PyTorch fixture: shape and row-major values.
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        shape: Vec<usize>,
+        data: Vec<f64>,
+    }
+
+    /// Step 0 against PyTorch (`scripts/fixtures_lstm_attn.py`: the same model written out with
+    /// `nn.LSTM` on each row's real events and the causal pooling as one softmax per prefix), for
+    /// every fusion, tied and untied output, one and two layers: the loss, every parameter gradient
+    /// and the last-position scores.
+    #[test]
+    fn matches_pytorch_reference_at_step_0() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lstm_attn.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let fx: std::collections::HashMap<String, Fixture> = serde_json::from_str(&text).unwrap();
+        for (tag, fusion, layers, tied) in [
+            ("none_l1_tied", ContextFusion::None, 1, true),
+            ("concat_l1_tied", ContextFusion::Concat, 1, true),
+            ("add_l1_untied", ContextFusion::Add, 1, false),
+            ("attention_l2_tied", ContextFusion::Attention, 2, true),
+        ] {
+            let mut core = tiny(fusion, layers, tied);
+            let mut n = 0;
+            core.net.visit_params_mut(&mut |p| {
+                let f = &fx[&format!("{tag}.param.{}", p.name)];
+                assert_eq!(f.shape, p.value.shape(), "{tag}: {}", p.name);
+                p.value.as_mut_slice().copy_from_slice(&f.data);
+                n += 1;
+            });
+            let n_torch = fx
+                .keys()
+                .filter(|k| k.starts_with(&format!("{tag}.param.")))
+                .count();
+            assert_eq!(n, n_torch, "{tag}: every PyTorch parameter is used");
+            core.net.zero_grad();
+            let inp = input();
+            let got = core.step(&inp, true);
+            let want = fx[&format!("{tag}.loss")].data[0];
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "{tag}: loss {got} vs torch {want}"
+            );
+            core.net.visit_params(&mut |p| {
+                let want = &fx[&format!("{tag}.grad.{}", p.name)].data;
+                for (i, (&g, &w)) in p.grad.as_slice().iter().zip(want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+                        "{tag}: d {}[{i}] = {g} vs torch {w}",
+                        p.name
+                    );
+                }
+            });
+            let mut scores = vec![0.0f64; 3 * 8];
+            core.score(&inp, &mut scores);
+            let want = &fx[&format!("{tag}.scores")].data;
+            for r in 0..3 {
+                for j in 0..7 {
+                    let (s, w) = (scores[r * 8 + 1 + j], want[r * 7 + j]);
+                    assert!(
+                        (s - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+                        "{tag}: score [{r}, {j}] = {s} vs torch {w}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The one-scan causal pooling equals re-pooling every prefix with a plain masked softmax.
     #[test]
     fn causal_pooling_matches_per_prefix_softmax() {
