@@ -4,7 +4,10 @@
 //! `Default` + `validate`) and how to build it from the training sequences and the seed.
 
 use seqrec_data::Sequences;
-use seqrec_models::{Gru4rec, Gru4recConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig};
+use seqrec_models::{
+    Gru4rec, Gru4recConfig, LstmAttn, LstmAttnConfig, Model, ModelError, MostPop, Sasrec,
+    SasrecConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`MostPop`]: it has no hyper-parameters.
@@ -65,6 +68,8 @@ registry! {
     "sasrec" => Sasrec(SasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.clone(), t, s)?));
     /// GRU4Rec (Hidasi et al. 2016), full or sampled softmax cross-entropy.
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
+    /// LSTM encoder + causal attention pooling + MLP head, with optional time/position context fusion.
+    "lstm_attn" => LstmAttn(LstmAttnConfig) = |c, t, s| Ok(Box::new(LstmAttn::new(c.clone(), t, s)?));
 }
 
 /// SASRec with the paper's ML-1M settings: the main job of `cargo xtask train`.
