@@ -371,7 +371,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "model.maxlen",
         "Window length: the last maxlen items of each user (200).",
     ),
-    ("gru4rec", "model.lr", "Adam learning rate (1e-3)."),
+    ("gru4rec", "model.lr", "Adam learning rate (1e-2; 1e-3 learns far slower on ML-1M)."),
     ("gru4rec", "model.beta1", "Adam beta1 (0.9)."),
     ("gru4rec", "model.beta2", "Adam beta2 (0.999)."),
     (
