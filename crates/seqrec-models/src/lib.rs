@@ -34,6 +34,6 @@ mod mostpop;
 mod sasrec;
 
 pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
-pub use model::{EpochReport, Model, ModelError, StepReport};
+pub use model::{EpochReport, Model, ModelError, Recurrent, StepReport};
 pub use mostpop::MostPop;
 pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};

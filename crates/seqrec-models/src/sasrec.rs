@@ -655,6 +655,34 @@ impl<T: Float> SasrecNet<T> {
     }
 }
 
+// Serving: explanations (kept in its own impl block).
+impl<T: Float> SasrecNet<T> {
+    /// The attention weights of the last block for the last position of one history (`[maxlen]`,
+    /// right-aligned), averaged over heads: how much each position contributes to the hidden state
+    /// that scores the next item. Zero on padding; sums to 1 over the real positions (all zero for an
+    /// empty history). Runs a forward pass in eval mode.
+    ///
+    /// # Panics
+    /// If `history` is not `[maxlen]` or holds an id above `n_items`.
+    pub fn last_attention(&mut self, history: &[u32]) -> Vec<T> {
+        let (l, heads) = (self.config.maxlen, self.config.heads);
+        self.forward_hidden(history, 1, Phase::Eval);
+        let last_block = self.config.blocks - 1;
+        let w = self.cache.enc.block(last_block).attention().weights();
+        // [1, heads, l, l]: row l - 1 of each head.
+        let w = w.as_slice();
+        let mut out = vec![T::ZERO; l];
+        let inv = T::from_f64(1.0 / heads as f64);
+        for h in 0..heads {
+            let row = &w[h * l * l + (l - 1) * l..h * l * l + l * l];
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o += x * inv;
+            }
+        }
+        out
+    }
+}
+
 impl<T: Float> Module<T> for SasrecNet<T> {
     fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
         self.item_emb.visit_params(f);
@@ -890,6 +918,10 @@ impl Model for Sasrec {
 
     fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
         self.net.score(histories, batch, scores);
+    }
+
+    fn last_attention(&mut self, history: &[u32]) -> Option<Vec<f32>> {
+        Some(self.net.last_attention(history))
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
