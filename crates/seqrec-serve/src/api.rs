@@ -175,12 +175,12 @@ pub fn decode_event(body: &[u8]) -> Result<EventRequest, ServeError> {
     })
 }
 
-/// Decodes a `POST /v1/admin/reload` body: empty, or `{"run": "<dir>"}`.
+/// Decodes a `POST /v1/admin/reload` body: empty, `null`, or `{"run": "<dir>"}`.
 ///
 /// # Errors
 /// [`ServeError::BadRequest`] saying what was wrong.
 pub fn decode_reload(body: &[u8]) -> Result<Option<PathBuf>, ServeError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(None);
     }
     let m = object(body)?;
