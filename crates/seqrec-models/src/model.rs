@@ -94,6 +94,13 @@ pub trait Model {
     /// Restores the state written by [`Model::save`].
     fn load(&mut self, dir: &Path) -> Result<(), ModelError>;
 
+    /// [`Model::score`] for serving: the same scores (up to floating-point summation order), possibly
+    /// computed faster, e.g. by skipping the padding shared by the whole batch. Defaults to
+    /// [`Model::score`].
+    fn score_serving(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        self.score(histories, batch, scores);
+    }
+
     /// The incremental (one step per event) inference API of a recurrent model, for serving;
     /// `None` (the default) for models that re-read the whole history window.
     fn recurrent(&mut self) -> Option<&mut dyn Recurrent> {

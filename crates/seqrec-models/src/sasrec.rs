@@ -655,8 +655,103 @@ impl<T: Float> SasrecNet<T> {
     }
 }
 
-// Serving: explanations (kept in its own impl block).
+// Serving: explanations and padding-trimmed scoring (kept in their own impl block).
 impl<T: Float> SasrecNet<T> {
+    /// [`SasrecNet::score`] on the last `l'` window slots only, where `l'` is the longest history of
+    /// the batch: the leading slots that are padding in every row are skipped.
+    ///
+    /// The result equals the full window's up to summation order: padded positions are zero, are
+    /// masked out of every attention row as keys, and every other op is row-wise, so the real
+    /// positions see exactly the same inputs when they keep their absolute positional embeddings
+    /// (slot `maxlen - l' + t`). Cost drops from `maxlen` to `l'` positions per row (attention
+    /// quadratically), which matters for short serving histories.
+    ///
+    /// # Panics
+    /// As [`SasrecNet::score`].
+    pub fn score_trimmed(&mut self, histories: &[u32], batch: usize, scores: &mut [T]) {
+        let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        assert_eq!(
+            histories.len(),
+            batch * l,
+            "score_trimmed: histories must be [batch, maxlen]"
+        );
+        assert_eq!(
+            scores.len(),
+            batch * cols,
+            "score_trimmed: scores must be [batch, n_items + 1]"
+        );
+        if let Some(&bad) = histories.iter().find(|&&i| i as usize > self.n_items) {
+            panic!(
+                "score_trimmed: item id {bad} out of range 0..={}",
+                self.n_items
+            );
+        }
+        let step = self.config.batch_size;
+        for start in (0..batch).step_by(step) {
+            let b = step.min(batch - start);
+            let rows = &histories[start * l..(start + b) * l];
+            // Longest history of the sub-batch (at least one slot, so an all-padding row still runs).
+            let lp = rows
+                .chunks_exact(l)
+                .map(|r| l - r.iter().position(|&i| i != 0).unwrap_or(l))
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let off = l - lp;
+            let ids: Vec<u32> = rows
+                .chunks_exact(l)
+                .flat_map(|r| r[off..].iter().copied())
+                .collect();
+            let c = &mut self.cache;
+            let shape = [b, lp, d];
+            for t in [&mut c.e, &mut c.x1, &mut c.h] {
+                t.resize(&shape);
+            }
+            c.keep.clear();
+            c.keep.extend(ids.iter().map(|&i| i != 0));
+            // e = item_emb[ids] * sqrt(d) + pos_emb[off + t] on real positions (eval: no dropout).
+            self.item_emb.forward(&mut c.e, &ids);
+            scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+            let pos = self.pos_emb.weight.value.as_slice();
+            let x1 = c.x1.as_mut_slice();
+            let e = c.e.as_slice();
+            for (r, &k) in c.keep.iter().enumerate() {
+                let row = &mut x1[r * d..(r + 1) * d];
+                if k {
+                    let t = off + r % lp;
+                    for ((o, &a), &p) in row
+                        .iter_mut()
+                        .zip(&e[r * d..(r + 1) * d])
+                        .zip(&pos[t * d..(t + 1) * d])
+                    {
+                        *o = a + p;
+                    }
+                } else {
+                    row.fill(T::ZERO);
+                }
+            }
+            self.encoder
+                .forward(&mut c.h, &mut c.enc, &c.x1, Some(&c.keep), Phase::Eval);
+            c.last.resize(&[b, d]);
+            let h = c.h.as_slice();
+            for (r, row) in c.last.as_mut_slice().chunks_exact_mut(d).enumerate() {
+                let t = r * lp + lp - 1;
+                row.copy_from_slice(&h[t * d..(t + 1) * d]);
+            }
+            c.scores.resize(&[b, cols]);
+            gemm(
+                &mut c.scores,
+                T::ONE,
+                &c.last,
+                Transpose::No,
+                &self.item_emb.weight.value,
+                Transpose::Yes,
+                T::ZERO,
+            );
+            scores[start * cols..(start + b) * cols].copy_from_slice(c.scores.as_slice());
+        }
+    }
+
     /// The attention weights of the last block for the last position of one history (`[maxlen]`,
     /// right-aligned), averaged over heads: how much each position contributes to the hidden state
     /// that scores the next item. Zero on padding; sums to 1 over the real positions (all zero for an
@@ -922,6 +1017,10 @@ impl Model for Sasrec {
 
     fn last_attention(&mut self, history: &[u32]) -> Option<Vec<f32>> {
         Some(self.net.last_attention(history))
+    }
+
+    fn score_serving(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        self.net.score_trimmed(histories, batch, scores);
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {

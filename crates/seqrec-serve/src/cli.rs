@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Longest wait of a query for others to batch with, microseconds.
     #[arg(long, default_value_t = 200)]
     pub batch_wait_us: u64,
+    /// Threads of the model's compute pool.
+    #[arg(long, default_value_t = 1)]
+    pub model_threads: usize,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub body_limit: usize,
@@ -63,6 +66,7 @@ impl ServeArgs {
         c.engine = EngineConfig {
             max_batch: self.max_batch.max(1),
             max_wait: Duration::from_micros(self.batch_wait_us),
+            threads: self.model_threads.max(1),
             ..EngineConfig::default()
         };
         c.body_limit = self.body_limit;

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub max_wait: Duration,
     /// Most users whose recurrent state is kept in memory (an arbitrary one is dropped beyond).
     pub state_cache: usize,
+    /// Threads of the model's own rayon pool (the worker thread is one of them). One by default: on
+    /// a small machine the HTTP threads need the other cores, and one thread avoids handing small
+    /// kernels across threads.
+    pub threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +48,7 @@ impl Default for EngineConfig {
             max_batch: 64,
             max_wait: Duration::from_micros(200),
             state_cache: 100_000,
+            threads: 1,
         }
     }
 }
@@ -104,23 +109,35 @@ impl Engine {
         std::thread::Builder::new()
             .name("seqrec-model".into())
             .spawn(move || {
-                let rec = match load() {
-                    Ok(r) => {
-                        let _ = ready_tx.send(Ok(r.catalog().clone()));
-                        r
-                    }
+                let pool = match rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.threads.max(1))
+                    .build()
+                {
+                    Ok(p) => p,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                        let _ = ready_tx.send(Err(ServeError::load("model thread pool", e)));
                         return;
                     }
                 };
-                Worker {
-                    rec,
-                    config,
-                    metrics,
-                    states: HashMap::new(),
-                }
-                .run(rx);
+                pool.install(move || {
+                    let rec = match load() {
+                        Ok(r) => {
+                            let _ = ready_tx.send(Ok(r.catalog().clone()));
+                            r
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    Worker {
+                        rec,
+                        config,
+                        metrics,
+                        states: HashMap::new(),
+                    }
+                    .run(rx);
+                });
             })
             .map_err(|e| ServeError::load("worker thread", e))?;
         let catalog = ready_rx.recv().map_err(|_| ServeError::Unavailable)??;
