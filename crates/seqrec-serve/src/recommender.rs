@@ -399,7 +399,7 @@ impl Recommender {
         let cols = self.catalog.n_items() + 1;
         self.scores.resize(batch * cols, 0.0);
         self.model
-            .score(windows, batch, &mut self.scores[..batch * cols]);
+            .score_serving(windows, batch, &mut self.scores[..batch * cols]);
         &self.scores[..batch * cols]
     }
 
