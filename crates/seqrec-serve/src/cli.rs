@@ -33,8 +33,10 @@ pub struct ServeArgs {
     /// Most queries per scoring call.
     #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
-    /// Longest wait of a query for others to batch with, microseconds.
-    #[arg(long, default_value_t = 200)]
+    /// Longest wait of a query for others to batch with, microseconds. 0 (the default) batches what
+    /// queued up while the model was busy, without waiting: under load that already fills batches,
+    /// and a lone query is not delayed.
+    #[arg(long, default_value_t = 0)]
     pub batch_wait_us: u64,
     /// Threads of the model's compute pool.
     #[arg(long, default_value_t = 1)]

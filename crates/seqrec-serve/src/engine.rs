@@ -46,7 +46,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_batch: 64,
-            max_wait: Duration::from_micros(200),
+            max_wait: Duration::ZERO,
             state_cache: 100_000,
             threads: 1,
         }

@@ -40,6 +40,10 @@ struct Args {
     /// Bearer token (user mode).
     #[arg(long, default_value = "")]
     token: String,
+    /// User mode: each connection moves on to a new user after this many events (ML-1M users have
+    /// a median of 96 ratings), so stored histories stay realistic.
+    #[arg(long, default_value_t = 200)]
+    user_events: usize,
     /// Pause between requests of one connection, microseconds (low-load latency runs).
     #[arg(long, default_value_t = 0)]
     pause_us: u64,
@@ -74,7 +78,8 @@ fn main() -> anyhow::Result<()> {
         .map(|lane| {
             let items = items.clone();
             let (mode, token) = (a.mode.clone(), a.token.clone());
-            let (addr, hl, k, pause) = (a.addr, a.history_len, a.k, a.pause_us);
+            let (addr, hl, k, pause, per_user) =
+                (a.addr, a.history_len, a.k, a.pause_us, a.user_events.max(1));
             std::thread::spawn(move || -> anyhow::Result<Lane> {
                 let mut c = HttpClient::connect(addr)?;
                 let mut x = 0x9E37_79B9_7F4A_7C15u64
@@ -92,9 +97,15 @@ fn main() -> anyhow::Result<()> {
                     errors: 0,
                     first_error: None,
                 };
-                let user = format!("load-{lane}-{}", std::process::id());
                 let auth = format!("Bearer {token}");
+                let mut iteration = 0usize;
                 loop {
+                    let user = format!(
+                        "load-{lane}-{}-{}",
+                        std::process::id(),
+                        iteration / per_user
+                    );
+                    iteration += 1;
                     let now = t_start.elapsed();
                     if now > warm + run_for {
                         break;
