@@ -66,9 +66,41 @@ impl ServerConfig {
     }
 }
 
+/// How a run directory becomes a [`Recommender`], called on the model's worker thread:
+/// [`Recommender::load`] by default ([`Loader::registry`]); tests and custom models pass their own.
+#[derive(Clone)]
+pub struct Loader(LoadFn);
+
+type LoadFn =
+    Arc<dyn Fn(&std::path::Path, &LoadOptions) -> Result<Recommender, ServeError> + Send + Sync>;
+
+impl Loader {
+    /// A loader from a function.
+    pub fn new(
+        f: impl Fn(&std::path::Path, &LoadOptions) -> Result<Recommender, ServeError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Loader(Arc::new(f))
+    }
+
+    /// [`Recommender::load`]: the model registry and the run's best checkpoint.
+    pub fn registry() -> Self {
+        Loader::new(Recommender::load)
+    }
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loader")
+    }
+}
+
 /// Shared state of the handlers.
 #[derive(Debug)]
 pub struct AppState {
+    loader: Loader,
     engine: RwLock<Arc<Engine>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -81,15 +113,13 @@ fn start_engine(
     run: PathBuf,
     cfg: &ServerConfig,
     metrics: &Arc<Metrics>,
+    loader: &Loader,
 ) -> Result<Engine, ServeError> {
     let opts = LoadOptions {
         items: cfg.items.clone(),
     };
-    Engine::start(
-        move || Recommender::load(&run, &opts),
-        cfg.engine,
-        Some(metrics.clone()),
-    )
+    let load = loader.0.clone();
+    Engine::start(move || load(&run, &opts), cfg.engine, Some(metrics.clone()))
 }
 
 impl AppState {
@@ -98,10 +128,19 @@ impl AppState {
     /// # Errors
     /// [`ServeError::Load`] or [`ServeError::Store`].
     pub fn new(config: ServerConfig) -> Result<Arc<Self>, ServeError> {
+        Self::with_loader(config, Loader::registry())
+    }
+
+    /// [`AppState::new`] with a custom [`Loader`] (used for the first load and every reload).
+    ///
+    /// # Errors
+    /// [`ServeError::Load`] or [`ServeError::Store`].
+    pub fn with_loader(config: ServerConfig, loader: Loader) -> Result<Arc<Self>, ServeError> {
         let metrics = Arc::new(Metrics::default());
-        let engine = start_engine(config.run.clone(), &config, &metrics)?;
+        let engine = start_engine(config.run.clone(), &config, &metrics, &loader)?;
         let store = Store::open(&config.db, config.sync)?;
         Ok(Arc::new(Self {
+            loader,
             engine: RwLock::new(Arc::new(engine)),
             store: Arc::new(store),
             metrics,
@@ -134,7 +173,8 @@ impl AppState {
             )));
         }
         let (cfg, metrics, r) = (self.config.clone(), self.metrics.clone(), run.clone());
-        let engine = tokio::task::spawn_blocking(move || start_engine(r, &cfg, &metrics))
+        let loader = self.loader.clone();
+        let engine = tokio::task::spawn_blocking(move || start_engine(r, &cfg, &metrics, &loader))
             .await
             .map_err(|e| ServeError::load(&run, e))??;
         let id = engine.catalog().model_id().to_owned();
@@ -526,7 +566,15 @@ impl Server {
     /// # Errors
     /// Load, bind or database errors.
     pub fn start(config: ServerConfig) -> Result<Self, ServeError> {
-        let state = AppState::new(config.clone())?;
+        Self::start_with(config, Loader::registry())
+    }
+
+    /// [`Server::start`] with a custom [`Loader`].
+    ///
+    /// # Errors
+    /// Load, bind or database errors.
+    pub fn start_with(config: ServerConfig, loader: Loader) -> Result<Self, ServeError> {
+        let state = AppState::with_loader(config.clone(), loader)?;
         let listener = std::net::TcpListener::bind(config.addr)
             .map_err(|e| ServeError::load(config.addr.to_string(), e))?;
         listener

@@ -1,0 +1,96 @@
+//! Graceful shutdown with requests in flight, on a custom slow model served through a [`Loader`].
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use seqrec_data::Sequences;
+use seqrec_models::{EpochReport, Model, ModelError, StepReport};
+use seqrec_serve::Recommender;
+use seqrec_serve::client::HttpClient;
+use seqrec_serve::server::{Loader, Server};
+use serde_json::json;
+
+/// Scores item `i` as `i` (so the top item is the largest unseen id), after sleeping `delay`.
+struct SlowModel {
+    delay: Duration,
+}
+
+impl Model for SlowModel {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn n_items(&self) -> usize {
+        10
+    }
+    fn max_history(&self) -> usize {
+        4
+    }
+    fn train_epoch(
+        &mut self,
+        _: &Sequences<'_>,
+        _: usize,
+        _: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        unreachable!("never trained")
+    }
+    fn score(&mut self, _: &[u32], batch: usize, scores: &mut [f32]) {
+        std::thread::sleep(self.delay);
+        for row in scores[..batch * 11].chunks_exact_mut(11) {
+            for (i, s) in row.iter_mut().enumerate() {
+                *s = i as f32;
+            }
+        }
+    }
+    fn save(&self, _: &std::path::Path) -> Result<(), ModelError> {
+        Ok(())
+    }
+    fn load(&mut self, _: &std::path::Path) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn shutdown_lets_requests_in_flight_finish() {
+    let dir = scratch("shutdown");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::from_millis(300),
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "slow/test".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = HttpClient::connect(addr).unwrap();
+                post(
+                    &mut c,
+                    "/v1/recommend",
+                    &json!({"history": ["x10", "x2"], "k": 2}),
+                )
+            })
+        })
+        .collect();
+    // Let the requests reach the model, then shut down while it is still scoring.
+    std::thread::sleep(Duration::from_millis(100));
+    s.shutdown().unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "shutdown did not wait"
+    );
+    for t in in_flight {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["items"][0]["item"], "x9");
+        assert_eq!(v["model_id"], "slow/test");
+    }
+    // The listener is gone.
+    assert!(HttpClient::connect(addr).is_err());
+}
