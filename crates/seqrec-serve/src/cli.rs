@@ -17,7 +17,7 @@ pub struct ServeArgs {
     /// Listen address (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// SQLite database of user histories (default: <run>/serve.sqlite).
+    /// SQLite database of user histories (default: `<run>/serve.sqlite`).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Commit durability: `normal` (survives a killed process) or `full` (also power loss; one fsync

@@ -207,7 +207,13 @@ impl Worker {
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.process(jobs);
+            // A panic in a model (a bug: inputs are checked before they are queued) fails this
+            // batch's queries (their reply channels drop: 503) but not the worker; the user states
+            // are dropped since a step may have been cut short.
+            let run = std::panic::AssertUnwindSafe(|| self.process(jobs));
+            if std::panic::catch_unwind(run).is_err() {
+                self.states.clear();
+            }
         }
     }
 

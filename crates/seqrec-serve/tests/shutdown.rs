@@ -1,4 +1,5 @@
-//! Graceful shutdown with requests in flight, on a custom slow model served through a [`Loader`].
+//! Graceful shutdown with requests in flight, and a worker that survives a panicking model: custom
+//! models served through a [`Loader`].
 
 mod common;
 
@@ -12,9 +13,11 @@ use seqrec_serve::client::HttpClient;
 use seqrec_serve::server::{Loader, Server};
 use serde_json::json;
 
-/// Scores item `i` as `i` (so the top item is the largest unseen id), after sleeping `delay`.
+/// Scores item `i` as `i` (so the top item is the largest unseen id), after sleeping `delay`;
+/// panics (a model bug) on a history holding item 3 when `panic_on_3`.
 struct SlowModel {
     delay: Duration,
+    panic_on_3: bool,
 }
 
 impl Model for SlowModel {
@@ -35,7 +38,11 @@ impl Model for SlowModel {
     ) -> Result<EpochReport, ModelError> {
         unreachable!("never trained")
     }
-    fn score(&mut self, _: &[u32], batch: usize, scores: &mut [f32]) {
+    fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        assert!(
+            !(self.panic_on_3 && histories.contains(&3)),
+            "model bug on item 3"
+        );
         std::thread::sleep(self.delay);
         for row in scores[..batch * 11].chunks_exact_mut(11) {
             for (i, s) in row.iter_mut().enumerate() {
@@ -58,6 +65,7 @@ fn shutdown_lets_requests_in_flight_finish() {
         Recommender::from_model(
             Box::new(SlowModel {
                 delay: Duration::from_millis(300),
+                panic_on_3: false,
             }),
             (1..=10).map(|i| format!("x{i}")).collect(),
             "slow/test".into(),
@@ -93,4 +101,35 @@ fn shutdown_lets_requests_in_flight_finish() {
     }
     // The listener is gone.
     assert!(HttpClient::connect(addr).is_err());
+}
+
+#[test]
+fn the_worker_survives_a_panicking_model() {
+    let dir = scratch("panicking");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::ZERO,
+                panic_on_3: true,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "panicky/test".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let mut c = HttpClient::connect(s.addr()).unwrap();
+    let (st, v) = post(&mut c, "/v1/recommend", &json!({"history": ["x3"]}));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    // The next query is served by the same worker.
+    let (st, v) = post(&mut c, "/v1/recommend", &json!({"history": ["x4"], "k": 1}));
+    assert_eq!(
+        (st, v["items"][0]["item"].as_str()),
+        (200, Some("x10")),
+        "{v}"
+    );
+    s.shutdown().unwrap();
 }
