@@ -1,5 +1,5 @@
-//! Graceful shutdown with requests in flight, and a worker that survives a panicking model: custom
-//! models served through a [`Loader`].
+//! Custom models served through a [`Loader`]: micro-batching of concurrent queries, graceful
+//! shutdown with requests in flight, and a worker that survives a panicking model.
 
 mod common;
 
@@ -131,5 +131,53 @@ fn the_worker_survives_a_panicking_model() {
         (200, Some("x10")),
         "{v}"
     );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn concurrent_queries_share_one_score_call() {
+    let dir = scratch("batching");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::from_millis(400),
+                panic_on_3: false,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "slow/batching".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let addr = s.addr();
+    // One query occupies the model for 400 ms; seven more arrive meanwhile and queue up.
+    let first = std::thread::spawn(move || {
+        let mut c = HttpClient::connect(addr).unwrap();
+        post(&mut c, "/v1/recommend", &json!({"history": ["x1"]})).0
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let rest: Vec<_> = (0..7)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = HttpClient::connect(addr).unwrap();
+                let h = json!({"history": [format!("x{}", i + 1)], "k": 1});
+                post(&mut c, "/v1/recommend", &h)
+            })
+        })
+        .collect();
+    assert_eq!(first.join().unwrap(), 200);
+    for t in rest {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(
+            (st, v["items"][0]["item"].as_str()),
+            (200, Some("x10")),
+            "{v}"
+        );
+    }
+    // 8 queries in 2 scoring calls: the seven that queued were answered together.
+    let mut c = HttpClient::connect(addr).unwrap();
+    let m = c.request("GET", "/metrics", &[], None).unwrap().text();
+    assert!(m.contains("seqrec_batch_size_sum 8\n"), "{m}");
+    assert!(m.contains("seqrec_batch_size_count 2\n"), "{m}");
+    assert!(m.contains("seqrec_batch_size_bucket{le=\"8\"} 2\n"), "{m}");
     s.shutdown().unwrap();
 }
