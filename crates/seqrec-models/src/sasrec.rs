@@ -657,6 +657,214 @@ impl<T: Float> SasrecNet<T> {
 
 // Serving: explanations and padding-trimmed scoring (kept in their own impl block).
 impl<T: Float> SasrecNet<T> {
+    /// [`SasrecNet::score_trimmed`] that also runs the LAST block for the last position only: scores
+    /// read nothing else, so its query, attention row, output projection, feed-forward and norms are
+    /// computed for one row per history instead of `l'` (keys and values still cover every
+    /// position). Falls back to [`SasrecNet::score_trimmed`] unless the blocks are SASRec blocks that
+    /// mask padded keys (the default).
+    ///
+    /// # Panics
+    /// As [`SasrecNet::score`].
+    pub fn score_last_position(&mut self, histories: &[u32], batch: usize, scores: &mut [T]) {
+        use seqrec_nn::{FeedForwardCache, LayerNormCache, NormPlacement, TransformerBlockCache};
+        let fits = self.encoder.layers.iter().all(|b| {
+            let c = b.config();
+            c.norm == NormPlacement::SasRec && c.mask_padded_keys
+        });
+        if !fits {
+            return self.score_trimmed(histories, batch, scores);
+        }
+        let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        assert_eq!(
+            histories.len(),
+            batch * l,
+            "score_last_position: histories must be [batch, maxlen]"
+        );
+        assert_eq!(
+            scores.len(),
+            batch * cols,
+            "score_last_position: scores must be [batch, n_items + 1]"
+        );
+        if let Some(&bad) = histories.iter().find(|&&i| i as usize > self.n_items) {
+            panic!(
+                "score_last_position: item id {bad} out of range 0..={}",
+                self.n_items
+            );
+        }
+        let step = self.config.batch_size;
+        let nb = self.encoder.layers.len();
+        for start in (0..batch).step_by(step) {
+            let b = step.min(batch - start);
+            let rows = &histories[start * l..(start + b) * l];
+            let lp = rows
+                .chunks_exact(l)
+                .map(|r| l - r.iter().position(|&i| i != 0).unwrap_or(l))
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let off = l - lp;
+            let ids: Vec<u32> = rows
+                .chunks_exact(l)
+                .flat_map(|r| r[off..].iter().copied())
+                .collect();
+            let keep: Vec<bool> = ids.iter().map(|&i| i != 0).collect();
+            // Embeddings, as in score_trimmed.
+            let shape = [b, lp, d];
+            let mut e = Tensor::zeros(&shape);
+            self.item_emb.forward(&mut e, &ids);
+            scale_inplace(&mut e, T::from_f64((d as f64).sqrt()));
+            let mut cur = Tensor::zeros(&shape);
+            {
+                let pos = self.pos_emb.weight.value.as_slice();
+                let (x, e) = (cur.as_mut_slice(), e.as_slice());
+                for (r, &k) in keep.iter().enumerate() {
+                    if k {
+                        let t = off + r % lp;
+                        for ((o, &a), &p) in x[r * d..(r + 1) * d]
+                            .iter_mut()
+                            .zip(&e[r * d..(r + 1) * d])
+                            .zip(&pos[t * d..(t + 1) * d])
+                        {
+                            *o = a + p;
+                        }
+                    }
+                }
+            }
+            // Every block but the last: whole sequences.
+            let mut next = Tensor::zeros(&shape);
+            for layer in &self.encoder.layers[..nb - 1] {
+                let mut cache = TransformerBlockCache::new(layer.config(), b, lp);
+                layer.forward(&mut next, &mut cache, &cur, Some(&keep), Phase::Eval);
+                std::mem::swap(&mut cur, &mut next);
+            }
+            // The last block on the last position of each row (SASRec placement, eval mode):
+            // l1 = LN1(x_last); a = MHA(l1, x); s = l1 + a; l2 = LN2(s); y = l2 + FF(l2).
+            let last = &self.encoder.layers[nb - 1];
+            let heads = last.config().num_heads;
+            let dh = d / heads;
+            let mut x_last = Tensor::zeros(&[b, d]);
+            for (r, row) in x_last.as_mut_slice().chunks_exact_mut(d).enumerate() {
+                let t = r * lp + lp - 1;
+                row.copy_from_slice(&cur.as_slice()[t * d..(t + 1) * d]);
+            }
+            let mut l1 = Tensor::zeros(&[b, d]);
+            last.norm1
+                .forward(&mut l1, &mut LayerNormCache::new(b), &x_last);
+            let w = last.self_attn.in_proj_weight.value.as_slice();
+            let bias = last.self_attn.in_proj_bias.value.as_slice();
+            let block = |i: usize| {
+                Tensor::from_vec(&[d, d], w[i * d * d..(i + 1) * d * d].to_vec())
+                    .expect("[d, d] block")
+            };
+            let project = |out: &mut Tensor<T>, x: &Tensor<T>, i: usize| {
+                gemm(
+                    out,
+                    T::ONE,
+                    x,
+                    Transpose::No,
+                    &block(i),
+                    Transpose::Yes,
+                    T::ZERO,
+                );
+                for row in out.as_mut_slice().chunks_exact_mut(d) {
+                    for (o, &bb) in row.iter_mut().zip(&bias[i * d..(i + 1) * d]) {
+                        *o += bb;
+                    }
+                }
+            };
+            let mut q = Tensor::zeros(&[b, d]);
+            project(&mut q, &l1, 0);
+            let flat =
+                Tensor::from_vec(&[b * lp, d], cur.as_slice().to_vec()).expect("[b * lp, d]");
+            let (mut k, mut v) = (Tensor::zeros(&[b * lp, d]), Tensor::zeros(&[b * lp, d]));
+            project(&mut k, &flat, 1);
+            project(&mut v, &flat, 2);
+            let scale = 1.0 / (dh as f64).sqrt();
+            let mut ctx = Tensor::zeros(&[b, d]);
+            let mut live = vec![false; b];
+            let mut p = vec![0.0f64; lp];
+            for r in 0..b {
+                let kr = &keep[r * lp..(r + 1) * lp];
+                live[r] = kr.iter().any(|&x| x);
+                if !live[r] {
+                    continue;
+                }
+                for hh in 0..heads {
+                    let qh = &q.as_slice()[r * d + hh * dh..r * d + (hh + 1) * dh];
+                    let mut max = f64::NEG_INFINITY;
+                    for j in 0..lp {
+                        if kr[j] {
+                            let kj = &k.as_slice()
+                                [(r * lp + j) * d + hh * dh..(r * lp + j) * d + (hh + 1) * dh];
+                            p[j] = dot(qh, kj).to_f64() * scale;
+                            max = max.max(p[j]);
+                        }
+                    }
+                    let mut sum = 0.0;
+                    for j in 0..lp {
+                        p[j] = if kr[j] { (p[j] - max).exp() } else { 0.0 };
+                        sum += p[j];
+                    }
+                    let c = &mut ctx.as_mut_slice()[r * d + hh * dh..r * d + (hh + 1) * dh];
+                    for j in 0..lp {
+                        if kr[j] {
+                            let vj = &v.as_slice()
+                                [(r * lp + j) * d + hh * dh..(r * lp + j) * d + (hh + 1) * dh];
+                            axpy_slice(c, T::from_f64(p[j] / sum), vj);
+                        }
+                    }
+                }
+            }
+            let mut a = Tensor::zeros(&[b, d]);
+            last.self_attn.out_proj.forward(&mut a, &ctx);
+            let mut s2 = Tensor::zeros(&[b, d]);
+            for (r, ((o, &x), &y)) in s2
+                .as_mut_slice()
+                .iter_mut()
+                .zip(l1.as_slice())
+                .zip(a.as_slice())
+                .enumerate()
+            {
+                // A query that sees no key outputs zero (MultiheadAttention's rule).
+                *o = if live[r / d] { x + y } else { x };
+            }
+            let mut l2 = Tensor::zeros(&[b, d]);
+            last.norm2
+                .forward(&mut l2, &mut LayerNormCache::new(b), &s2);
+            let mut f = Tensor::zeros(&[b, d]);
+            let mut ffc = FeedForwardCache::new(last.ff.config(), b);
+            last.ff.forward(&mut f, &mut ffc, &l2, Phase::Eval);
+            let mut y = Tensor::zeros(&[b, d]);
+            for ((o, &x), &z) in y
+                .as_mut_slice()
+                .iter_mut()
+                .zip(l2.as_slice())
+                .zip(f.as_slice())
+            {
+                *o = x + z;
+            }
+            let h = match &self.encoder.norm {
+                Some(n) => {
+                    let mut h = Tensor::zeros(&[b, d]);
+                    n.forward(&mut h, &mut LayerNormCache::new(b), &y);
+                    h
+                }
+                None => y,
+            };
+            let mut out = Tensor::zeros(&[b, cols]);
+            gemm(
+                &mut out,
+                T::ONE,
+                &h,
+                Transpose::No,
+                &self.item_emb.weight.value,
+                Transpose::Yes,
+                T::ZERO,
+            );
+            scores[start * cols..(start + b) * cols].copy_from_slice(out.as_slice());
+        }
+    }
+
     /// [`SasrecNet::score`] on the last `l'` window slots only, where `l'` is the longest history of
     /// the batch: the leading slots that are padding in every row are skipped.
     ///
@@ -1020,7 +1228,7 @@ impl Model for Sasrec {
     }
 
     fn score_serving(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
-        self.net.score_trimmed(histories, batch, scores);
+        self.net.score_last_position(histories, batch, scores);
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
