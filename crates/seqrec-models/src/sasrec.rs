@@ -655,6 +655,47 @@ impl<T: Float> SasrecNet<T> {
     }
 }
 
+/// Buffers of [`SasrecNet::score_last_position`], kept per thread between calls (a serving worker
+/// calls it from one thread). At serving sizes (`[64, 200, 50]` activations, `[64, 200, 200]`
+/// attention weights) fresh buffers cost a page fault per 4 KiB on every call; reused ones do not.
+struct ServeScratch<T> {
+    blocks: Vec<TransformerEncoderBlockCache<T>>,
+    e: Tensor<T>,
+    cur: Tensor<T>,
+    next: Tensor<T>,
+    k: Tensor<T>,
+    v: Tensor<T>,
+}
+
+type TransformerEncoderBlockCache<T> = seqrec_nn::TransformerBlockCache<T>;
+
+thread_local! {
+    static SERVE_SCRATCH: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl<T: Float + 'static> ServeScratch<T> {
+    /// This thread's buffers (new ones the first time, or for another element type).
+    fn take() -> Self {
+        SERVE_SCRATCH
+            .with(|c| c.borrow_mut().take())
+            .and_then(|b| b.downcast::<Self>().ok())
+            .map(|b| *b)
+            .unwrap_or_else(|| ServeScratch {
+                blocks: Vec::new(),
+                e: Tensor::zeros(&[0]),
+                cur: Tensor::zeros(&[0]),
+                next: Tensor::zeros(&[0]),
+                k: Tensor::zeros(&[0]),
+                v: Tensor::zeros(&[0]),
+            })
+    }
+
+    fn put_back(self) {
+        SERVE_SCRATCH.with(|c| *c.borrow_mut() = Some(Box::new(self)));
+    }
+}
+
 // Serving: explanations and padding-trimmed scoring (kept in their own impl block).
 impl<T: Float> SasrecNet<T> {
     /// [`SasrecNet::score_trimmed`] that also runs the LAST block for the last position only: scores
@@ -708,35 +749,47 @@ impl<T: Float> SasrecNet<T> {
                 .flat_map(|r| r[off..].iter().copied())
                 .collect();
             let keep: Vec<bool> = ids.iter().map(|&i| i != 0).collect();
-            // Embeddings, as in score_trimmed.
+            // Reused buffers (see `ServeScratch`): no page faults for fresh multi-megabyte buffers.
+            let mut sc = ServeScratch::<T>::take();
             let shape = [b, lp, d];
-            let mut e = Tensor::zeros(&shape);
-            self.item_emb.forward(&mut e, &ids);
-            scale_inplace(&mut e, T::from_f64((d as f64).sqrt()));
-            let mut cur = Tensor::zeros(&shape);
+            // Embeddings, as in score_trimmed.
+            sc.e.resize(&shape);
+            self.item_emb.forward(&mut sc.e, &ids);
+            scale_inplace(&mut sc.e, T::from_f64((d as f64).sqrt()));
+            sc.cur.resize(&shape);
             {
                 let pos = self.pos_emb.weight.value.as_slice();
-                let (x, e) = (cur.as_mut_slice(), e.as_slice());
+                let (x, e) = (sc.cur.as_mut_slice(), sc.e.as_slice());
                 for (r, &k) in keep.iter().enumerate() {
+                    let row = &mut x[r * d..(r + 1) * d];
                     if k {
                         let t = off + r % lp;
-                        for ((o, &a), &p) in x[r * d..(r + 1) * d]
+                        for ((o, &a), &p) in row
                             .iter_mut()
                             .zip(&e[r * d..(r + 1) * d])
                             .zip(&pos[t * d..(t + 1) * d])
                         {
                             *o = a + p;
                         }
+                    } else {
+                        row.fill(T::ZERO);
                     }
                 }
             }
             // Every block but the last: whole sequences.
-            let mut next = Tensor::zeros(&shape);
-            for layer in &self.encoder.layers[..nb - 1] {
-                let mut cache = TransformerBlockCache::new(layer.config(), b, lp);
-                layer.forward(&mut next, &mut cache, &cur, Some(&keep), Phase::Eval);
-                std::mem::swap(&mut cur, &mut next);
+            sc.next.resize(&shape);
+            while sc.blocks.len() < nb - 1 {
+                let c = self.encoder.layers[sc.blocks.len()].config();
+                sc.blocks.push(TransformerBlockCache::new(c, b, lp));
             }
+            for (layer, cache) in self.encoder.layers[..nb - 1]
+                .iter()
+                .zip(sc.blocks.iter_mut())
+            {
+                layer.forward(&mut sc.next, cache, &sc.cur, Some(&keep), Phase::Eval);
+                std::mem::swap(&mut sc.cur, &mut sc.next);
+            }
+            let cur = &mut sc.cur;
             // The last block on the last position of each row (SASRec placement, eval mode):
             // l1 = LN1(x_last); a = MHA(l1, x); s = l1 + a; l2 = LN2(s); y = l2 + FF(l2).
             let last = &self.encoder.layers[nb - 1];
@@ -774,11 +827,12 @@ impl<T: Float> SasrecNet<T> {
             };
             let mut q = Tensor::zeros(&[b, d]);
             project(&mut q, &l1, 0);
-            let flat =
-                Tensor::from_vec(&[b * lp, d], cur.as_slice().to_vec()).expect("[b * lp, d]");
-            let (mut k, mut v) = (Tensor::zeros(&[b * lp, d]), Tensor::zeros(&[b * lp, d]));
-            project(&mut k, &flat, 1);
-            project(&mut v, &flat, 2);
+            cur.reshape(&[b * lp, d]);
+            let (k, v) = (&mut sc.k, &mut sc.v);
+            k.resize(&[b * lp, d]);
+            v.resize(&[b * lp, d]);
+            project(k, cur, 1);
+            project(v, cur, 2);
             let scale = 1.0 / (dh as f64).sqrt();
             let mut ctx = Tensor::zeros(&[b, d]);
             let mut live = vec![false; b];
@@ -862,6 +916,7 @@ impl<T: Float> SasrecNet<T> {
                 T::ZERO,
             );
             scores[start * cols..(start + b) * cols].copy_from_slice(out.as_slice());
+            sc.put_back();
         }
     }
 
