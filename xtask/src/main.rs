@@ -4,6 +4,8 @@ mod data;
 mod gradcheck;
 
 mod eval;
+mod recommend;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,10 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Re-evaluate a run's best checkpoint on the test split (full or sampled protocol).
     Eval(eval::EvalArgs),
+    /// Recommend the next items for a user or a history, optionally explained.
+    Recommend(Box<recommend::RecommendArgs>),
+    /// Serve a run over HTTP (recommendations, user events, metrics, hot reload).
+    Serve(Box<seqrec_serve::cli::ServeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +49,8 @@ fn main() -> std::process::ExitCode {
 
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Recommend(args) => recommend::run(*args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

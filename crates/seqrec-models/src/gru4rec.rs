@@ -1436,6 +1436,10 @@ impl Model for Gru4rec {
         self.core.score(histories, batch, l, scores);
     }
 
+    fn recurrent(&mut self) -> Option<&mut dyn crate::model::Recurrent> {
+        Some(self)
+    }
+
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| Self::checkpoint_err(dir, e))?;
         let p = dir.join(PARAMS_FILE);
@@ -1483,6 +1487,92 @@ impl Model for Gru4rec {
         self.core.net = net;
         self.adam = adam;
         Ok(())
+    }
+}
+
+// Serving: one GRU step per event on a carried hidden state (kept in its own impl block).
+impl crate::model::Recurrent for Gru4rec {
+    fn state_len(&self) -> usize {
+        self.core.cfg.num_layers * self.core.cfg.hidden_size
+    }
+
+    fn init_state(&self, state: &mut [f32]) {
+        assert_eq!(
+            state.len(),
+            self.state_len(),
+            "Gru4rec::init_state: state length"
+        );
+        state.fill(0.0);
+    }
+
+    fn step(&mut self, state: &mut [f32], item: u32) {
+        let n = self.core.n_items;
+        assert_eq!(state.len(), self.state_len(), "Gru4rec::step: state length");
+        assert!(
+            (1..=n as u32).contains(&item),
+            "Gru4rec::step: item {item} out of range 1..={n}"
+        );
+        let h = self.core.cfg.hidden_size;
+        let table = self.core.input_table();
+        let d = table.cols();
+        let r = item as usize - 1;
+        let x = Tensor::from_vec(&[1, d], table.as_slice()[r * d..(r + 1) * d].to_vec())
+            .expect("one row of the input table");
+        let gru = &self.core.net.gru;
+        // State [layers, 1, h] is exactly the flat layout of `state`.
+        let mut st = gru.zero_state(1);
+        st.h.as_mut_slice().copy_from_slice(state);
+        let mut out = Tensor::zeros(&[1, h]);
+        gru.step(&mut st, &x, &mut out);
+        state.copy_from_slice(st.h.as_slice());
+    }
+
+    fn score_states(&mut self, states: &[f32], batch: usize, scores: &mut [f32]) {
+        let (h, layers, c) = (
+            self.core.cfg.hidden_size,
+            self.core.cfg.num_layers,
+            self.core.n_items,
+        );
+        assert_eq!(
+            states.len(),
+            batch * layers * h,
+            "Gru4rec::score_states: states"
+        );
+        assert_eq!(
+            scores.len(),
+            batch * (c + 1),
+            "Gru4rec::score_states: scores"
+        );
+        if batch == 0 {
+            return;
+        }
+        // Top layer of each state, [batch, h].
+        let mut top = Tensor::zeros(&[batch, h]);
+        for (row, st) in top
+            .as_mut_slice()
+            .chunks_exact_mut(h)
+            .zip(states.chunks_exact(layers * h))
+        {
+            row.copy_from_slice(&st[(layers - 1) * h..]);
+        }
+        let mut logits = Tensor::zeros(&[batch, c]);
+        gemm(
+            &mut logits,
+            1.0,
+            &top,
+            Transpose::No,
+            &self.core.net.item_out.value,
+            Transpose::Yes,
+            0.0,
+        );
+        add_bias_rows(&mut logits, self.core.net.item_bias.value.as_slice());
+        for (row, src) in scores
+            .chunks_exact_mut(c + 1)
+            .zip(logits.as_slice().chunks_exact(c))
+        {
+            row[0] = f32::NEG_INFINITY;
+            row[1..].copy_from_slice(src);
+        }
     }
 }
 

@@ -37,6 +37,6 @@ mod sasrec;
 
 pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
-pub use model::{EpochReport, HistoryContext, Model, ModelError, StepReport};
+pub use model::{EpochReport, HistoryContext, Model, ModelError, Recurrent, StepReport};
 pub use mostpop::MostPop;
 pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};

@@ -124,4 +124,50 @@ pub trait Model {
 
     /// Restores the state written by [`Model::save`].
     fn load(&mut self, dir: &Path) -> Result<(), ModelError>;
+
+    /// [`Model::score`] for serving: the same scores (up to floating-point summation order), possibly
+    /// computed faster, e.g. by skipping the padding shared by the whole batch. Defaults to
+    /// [`Model::score`].
+    fn score_serving(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        self.score(histories, batch, scores);
+    }
+
+    /// The incremental (one step per event) inference API of a recurrent model, for serving;
+    /// `None` (the default) for models that re-read the whole history window.
+    fn recurrent(&mut self) -> Option<&mut dyn Recurrent> {
+        None
+    }
+
+    /// Attention weights that explain the next-item scores of one history (`[max_history()]`,
+    /// right-aligned like [`Model::score`]'s input): the last layer's weights of the last position
+    /// over every position, averaged over heads (zero on padding). `None` (the default) for models
+    /// without attention.
+    fn last_attention(&mut self, history: &[u32]) -> Option<Vec<f32>> {
+        let _ = history;
+        None
+    }
+}
+
+/// Incremental inference of a recurrent model: the state of a user is a flat `f32` vector that one
+/// [`Recurrent::step`] per event updates, instead of re-running the model over the whole history.
+///
+/// Stepping the items of a history one by one from [`Recurrent::init_state`] gives the state that
+/// [`Model::score`] reaches at the end of the same (unpadded) history, so
+/// [`Recurrent::score_states`] equals [`Model::score`] for histories up to `max_history()` items.
+pub trait Recurrent {
+    /// Length of one user's state (`layers * hidden` for a GRU, twice that with LSTM cell states).
+    fn state_len(&self) -> usize;
+
+    /// Writes the state of an empty history into `state` (`[state_len()]`).
+    fn init_state(&self, state: &mut [f32]);
+
+    /// Advances `state` by one event `item` (a dense id in `1..=n_items`).
+    ///
+    /// # Panics
+    /// If `state` has the wrong length or `item` is out of range (callers check ids once).
+    fn step(&mut self, state: &mut [f32], item: u32);
+
+    /// Scores every item from `batch` states (`states`: `[batch, state_len()]`) into `scores`
+    /// (`[batch, n_items + 1]`, column 0 is padding), like [`Model::score`].
+    fn score_states(&mut self, states: &[f32], batch: usize, scores: &mut [f32]);
 }

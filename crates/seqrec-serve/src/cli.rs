@@ -1,0 +1,78 @@
+//! [`ServeArgs`]: the command line of `seqrec-serve` and `cargo xtask serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::EngineConfig;
+use crate::server::ServerConfig;
+use crate::store::SyncMode;
+
+/// Serve a trained run over HTTP.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Run directory whose best checkpoint is served.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Listen address (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// SQLite database of user histories (default: `<run>/serve.sqlite`).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Commit durability: `normal` (survives a killed process) or `full` (also power loss; one fsync
+    /// per event).
+    #[arg(long, default_value = "normal", value_parser = ["normal", "full"])]
+    pub sync: String,
+    /// Bearer token for the write and admin endpoints (default: $SEQREC_SERVE_TOKEN; none: no auth).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// MovieLens movies.dat for titles.
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    /// Most queries per scoring call.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch: usize,
+    /// Longest wait of a query for others to batch with, microseconds. 0 (the default) batches what
+    /// queued up while the model was busy, without waiting: under load that already fills batches,
+    /// and a lone query is not delayed.
+    #[arg(long, default_value_t = 0)]
+    pub batch_wait_us: u64,
+    /// Threads of the model's compute pool.
+    #[arg(long, default_value_t = 1)]
+    pub model_threads: usize,
+    /// Largest request body, bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub body_limit: usize,
+    /// Longest history accepted in a request (longer than the model's window is truncated to the
+    /// most recent items; longer than this is refused).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_history_items: usize,
+}
+
+impl ServeArgs {
+    /// The server configuration.
+    pub fn config(&self) -> ServerConfig {
+        let mut c = ServerConfig::new(self.run.clone());
+        c.addr = self.addr;
+        if let Some(db) = &self.db {
+            c.db = db.clone();
+        }
+        c.sync = SyncMode::from_name(&self.sync).unwrap_or_default();
+        c.token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("SEQREC_SERVE_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        c.items = self.items.clone();
+        c.engine = EngineConfig {
+            max_batch: self.max_batch.max(1),
+            max_wait: Duration::from_micros(self.batch_wait_us),
+            threads: self.model_threads.max(1),
+            ..EngineConfig::default()
+        };
+        c.body_limit = self.body_limit;
+        c.max_history_items = self.max_history_items.max(1);
+        c
+    }
+}

@@ -1,0 +1,183 @@
+//! Custom models served through a [`Loader`]: micro-batching of concurrent queries, graceful
+//! shutdown with requests in flight, and a worker that survives a panicking model.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use seqrec_data::Sequences;
+use seqrec_models::{EpochReport, Model, ModelError, StepReport};
+use seqrec_serve::Recommender;
+use seqrec_serve::client::HttpClient;
+use seqrec_serve::server::{Loader, Server};
+use serde_json::json;
+
+/// Scores item `i` as `i` (so the top item is the largest unseen id), after sleeping `delay`;
+/// panics (a model bug) on a history holding item 3 when `panic_on_3`.
+struct SlowModel {
+    delay: Duration,
+    panic_on_3: bool,
+}
+
+impl Model for SlowModel {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn n_items(&self) -> usize {
+        10
+    }
+    fn max_history(&self) -> usize {
+        4
+    }
+    fn train_epoch(
+        &mut self,
+        _: &Sequences<'_>,
+        _: usize,
+        _: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        unreachable!("never trained")
+    }
+    fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
+        assert!(
+            !(self.panic_on_3 && histories.contains(&3)),
+            "model bug on item 3"
+        );
+        std::thread::sleep(self.delay);
+        for row in scores[..batch * 11].chunks_exact_mut(11) {
+            for (i, s) in row.iter_mut().enumerate() {
+                *s = i as f32;
+            }
+        }
+    }
+    fn save(&self, _: &std::path::Path) -> Result<(), ModelError> {
+        Ok(())
+    }
+    fn load(&mut self, _: &std::path::Path) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn shutdown_lets_requests_in_flight_finish() {
+    let dir = scratch("shutdown");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::from_millis(300),
+                panic_on_3: false,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "slow/test".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = HttpClient::connect(addr).unwrap();
+                post(
+                    &mut c,
+                    "/v1/recommend",
+                    &json!({"history": ["x10", "x2"], "k": 2}),
+                )
+            })
+        })
+        .collect();
+    // Let the requests reach the model, then shut down while it is still scoring.
+    std::thread::sleep(Duration::from_millis(100));
+    s.shutdown().unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "shutdown did not wait"
+    );
+    for t in in_flight {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["items"][0]["item"], "x9");
+        assert_eq!(v["model_id"], "slow/test");
+    }
+    // The listener is gone.
+    assert!(HttpClient::connect(addr).is_err());
+}
+
+#[test]
+fn the_worker_survives_a_panicking_model() {
+    let dir = scratch("panicking");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::ZERO,
+                panic_on_3: true,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "panicky/test".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let mut c = HttpClient::connect(s.addr()).unwrap();
+    let (st, v) = post(&mut c, "/v1/recommend", &json!({"history": ["x3"]}));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    // The next query is served by the same worker.
+    let (st, v) = post(&mut c, "/v1/recommend", &json!({"history": ["x4"], "k": 1}));
+    assert_eq!(
+        (st, v["items"][0]["item"].as_str()),
+        (200, Some("x10")),
+        "{v}"
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn concurrent_queries_share_one_score_call() {
+    let dir = scratch("batching");
+    let loader = Loader::new(|_, _| {
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::from_millis(400),
+                panic_on_3: false,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "slow/batching".into(),
+        )
+    });
+    let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
+    let addr = s.addr();
+    // One query occupies the model for 400 ms; seven more arrive meanwhile and queue up.
+    let first = std::thread::spawn(move || {
+        let mut c = HttpClient::connect(addr).unwrap();
+        post(&mut c, "/v1/recommend", &json!({"history": ["x1"]})).0
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let rest: Vec<_> = (0..7)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = HttpClient::connect(addr).unwrap();
+                let h = json!({"history": [format!("x{}", i + 1)], "k": 1});
+                post(&mut c, "/v1/recommend", &h)
+            })
+        })
+        .collect();
+    assert_eq!(first.join().unwrap(), 200);
+    for t in rest {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(
+            (st, v["items"][0]["item"].as_str()),
+            (200, Some("x10")),
+            "{v}"
+        );
+    }
+    // 8 queries in 2 scoring calls: the seven that queued were answered together.
+    let mut c = HttpClient::connect(addr).unwrap();
+    let m = c.request("GET", "/metrics", &[], None).unwrap().text();
+    assert!(m.contains("seqrec_batch_size_sum 8\n"), "{m}");
+    assert!(m.contains("seqrec_batch_size_count 2\n"), "{m}");
+    assert!(m.contains("seqrec_batch_size_bucket{le=\"8\"} 2\n"), "{m}");
+    s.shutdown().unwrap();
+}
