@@ -28,11 +28,13 @@
 #![deny(missing_docs)]
 
 mod adam;
+pub mod ease;
 pub mod gru4rec;
 mod model;
 mod mostpop;
 mod sasrec;
 
+pub use ease::{Ease, EaseConfig};
 pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;

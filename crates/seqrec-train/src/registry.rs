@@ -4,7 +4,9 @@
 //! `Default` + `validate`) and how to build it from the training sequences and the seed.
 
 use seqrec_data::Sequences;
-use seqrec_models::{Gru4rec, Gru4recConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig};
+use seqrec_models::{
+    Ease, EaseConfig, Gru4rec, Gru4recConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`MostPop`]: it has no hyper-parameters.
@@ -65,6 +67,8 @@ registry! {
     "sasrec" => Sasrec(SasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.clone(), t, s)?));
     /// GRU4Rec (Hidasi et al. 2016), full or sampled softmax cross-entropy.
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
+    /// EASE (Steck 2019), the closed-form item-item baseline (one epoch: `--epochs 1`; feature `ease`).
+    "ease" => Ease(EaseConfig) = |c, t, _s| Ok(Box::new(Ease::new(c.clone(), t)?));
 }
 
 /// SASRec with the paper's ML-1M settings: the main job of `cargo xtask train`.
