@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the seqrec task runner.
 
+mod compare;
 mod data;
 mod gradcheck;
 
@@ -32,6 +33,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Re-evaluate a run's best checkpoint on the test split (full or sampled protocol).
     Eval(eval::EvalArgs),
+    /// Compare two runs (or per-user CSVs) user by user: difference with 95% CI, t-test, Wilcoxon.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
 
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Compare(args) => compare::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
