@@ -117,7 +117,9 @@ struct SavedState {
 /// # #[cfg(feature = "ease")] {
 /// ease.train_epoch(&train, 0, &mut |_| {}).unwrap();
 /// let mut scores = vec![0.0f32; 4];
-/// ease.score(&[0, 0, 0, 1], 1, &mut scores[..]); // history: item 1 (window of 4, left-padded)
+/// // Training prefixes (leave-one-out): [1, 2], [2, 1], [3, 3]; window = longest (2) + 1.
+/// assert_eq!(ease.max_history(), 3);
+/// ease.score(&[0, 0, 1], 1, &mut scores[..]); // history: item 1, left-padded
 /// // G = [[2, 2, 0], [2, 2, 0], [0, 0, 1]]: item 2 is item 1's neighbour, B[1, 2] = 2 / (2 + 1).
 /// assert!((scores[2] - 2.0 / 3.0).abs() < 1e-6);
 /// assert_eq!((scores[1], scores[3]), (0.0, 0.0)); // zero diagonal; item 3 unrelated
