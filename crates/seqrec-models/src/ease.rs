@@ -211,8 +211,9 @@ fn weights_from_inverse(p: &[f64], n: usize) -> Vec<f32> {
 
 /// Adds the binary Gram matrix `X^T X` of `train` into `g` (`[n_items, n_items]`, row-major, item `i`
 /// at index `i - 1`), from the sparse histories: for every user, every ordered pair of its distinct
-/// items. ML-1M has 390 M such pairs against 70 G multiply-adds for the dense `X^T X` GEMM (measured
-/// 3.3-4 s under load, against well under a second here). Rows are split into blocks that threads own,
+/// items. ML-1M has 390 M such pairs against 70 G multiply-adds for the dense `X^T X` GEMM: the whole
+/// fit went from 7.8 s to 3.9 s (criterion medians, `--bench ease`, load ~12), the rest being the
+/// Cholesky inverse. Rows are split into blocks that threads own,
 /// so the result does not depend on the thread count (integer counts, exact in `f64`).
 #[cfg_attr(not(feature = "ease"), allow(dead_code))]
 fn gram_into(train: &Sequences<'_>, g: &mut [f64]) {
