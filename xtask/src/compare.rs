@@ -61,6 +61,11 @@ pub struct Comparison {
 /// Runs `cargo xtask compare`.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let metric = parse_metric(&args.metric).context("--metric")?;
+    for p in [&args.a, &args.b] {
+        if !p.exists() {
+            bail!("{}: no such run directory or per-user CSV", p.display());
+        }
+    }
     let a = load_side(&args.a)?;
     let b = load_side(&args.b)?;
     let cmp = compare(&a, &b, metric)?;
