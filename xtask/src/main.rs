@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             std::process::ExitCode::FAILURE
         }
     }
@@ -68,4 +68,38 @@ fn run_ci() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), ".ci/run failed ({status})");
     Ok(())
+}
+
+/// The error and its causes on one line, `outer: inner: ...`, skipping a cause whose text the line
+/// already contains (library errors often embed their source in their own message).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let inner = std::io::Error::other("disk full");
+        let outer = anyhow::Error::new(inner).context("writing x.bin");
+        assert_eq!(error_chain(&outer), "writing x.bin: disk full");
+        // A wrapper whose message already embeds its source is not repeated.
+        #[derive(Debug, thiserror::Error)]
+        #[error("model: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let err = anyhow::Error::new(Wrapper(std::io::Error::other("bad shape")));
+        assert_eq!(error_chain(&err), "model: bad shape");
+    }
 }

@@ -93,6 +93,11 @@ impl Metric {
         }
     }
 
+    /// The lowercase key of the metric in `metrics.json` and `history.jsonl` (`"ndcg@10"`, `"mrr"`).
+    pub fn key(self) -> String {
+        self.name().to_lowercase()
+    }
+
     /// The metrics reported for one cut-off, in report order.
     pub fn at(k: usize) -> [Metric; 6] {
         [

@@ -106,8 +106,8 @@ pub fn popularity_before(ds: &Dataset, split: &Split, stage: Stage) -> Vec<u32> 
     counts
 }
 
-/// Evaluates `model` on `cases`. `popularity` (`n_items + 1` entries) feeds the catalogue's average
-/// popularity.
+/// Evaluates `model` on `cases` under `s.protocol`. `popularity` (`n_items + 1` entries) feeds the
+/// catalogue's average popularity.
 ///
 /// Scoring runs batch by batch (the model may use the rayon pool inside); ranking and top-k run over
 /// the rows of a batch in parallel and are accumulated in case order, so the result does not depend
@@ -119,6 +119,28 @@ pub fn evaluate(
     popularity: &[u32],
     s: &EvalSettings,
 ) -> Result<EvalOutcome, TrainError> {
+    let mut out = evaluate_protocols(model, ds, cases, popularity, s, &[s.protocol])?;
+    Ok(out.remove(0))
+}
+
+/// Negatives, metric and catalogue accumulators of one protocol during [`evaluate_protocols`].
+struct ProtocolRun {
+    negatives: Option<seqrec_data::EvalNegatives>,
+    acc: MetricAccumulator,
+    cat: Option<CatalogueAccumulator>,
+}
+
+/// Like [`evaluate`], for several protocols at once: each history is scored once and ranked under
+/// every protocol in `protocols` (the other settings come from `s`). Returns one outcome per
+/// protocol, in order; each carries the total wall-clock time.
+pub fn evaluate_protocols(
+    model: &mut dyn Model,
+    ds: &Dataset,
+    cases: &[EvalCase],
+    popularity: &[u32],
+    s: &EvalSettings,
+    protocols: &[Protocol],
+) -> Result<Vec<EvalOutcome>, TrainError> {
     let start = Instant::now();
     let n = ds.n_items();
     if model.n_items() != n {
@@ -128,28 +150,33 @@ pub fn evaluate(
         ))));
     }
     let width = n + 1;
-    let negatives = match s.protocol {
-        Protocol::Full => None,
-        p => {
-            let pairs: Vec<(Id, Id)> = cases.iter().map(|c| (c.user, c.target(ds))).collect();
-            let dist = if p == Protocol::SampledPop {
-                Distribution::Popularity { alpha: 1.0 }
-            } else {
-                Distribution::Uniform
-            };
-            Some(sample_eval_negatives(
-                ds,
-                &pairs,
-                s.negatives,
-                dist,
-                s.negatives_seed,
-            )?)
-        }
-    };
+    let mut runs = Vec::with_capacity(protocols.len());
+    for &p in protocols {
+        let negatives = match p {
+            Protocol::Full => None,
+            p => {
+                let pairs: Vec<(Id, Id)> = cases.iter().map(|c| (c.user, c.target(ds))).collect();
+                let dist = if p == Protocol::SampledPop {
+                    Distribution::Popularity { alpha: 1.0 }
+                } else {
+                    Distribution::Uniform
+                };
+                Some(sample_eval_negatives(
+                    ds,
+                    &pairs,
+                    s.negatives,
+                    dist,
+                    s.negatives_seed,
+                )?)
+            }
+        };
+        runs.push(ProtocolRun {
+            negatives,
+            acc: MetricAccumulator::new(s.cutoffs.clone()),
+            cat: (p == Protocol::Full).then(|| CatalogueAccumulator::new(width, s.cutoffs.clone())),
+        });
+    }
     let kmax = s.cutoffs.max();
-    let mut acc = MetricAccumulator::new(s.cutoffs.clone());
-    let mut cat =
-        (s.protocol == Protocol::Full).then(|| CatalogueAccumulator::new(width, s.cutoffs.clone()));
     let mut batcher = EvalBatcher::new(ds, cases, s.batch_size, model.max_history().max(1), None)?;
     let mut scores = vec![0f32; s.batch_size * width];
     while let Some(b) = batcher.next_batch() {
@@ -157,53 +184,59 @@ pub fn evaluate(
         let l = b.maxlen;
         let scores = &mut scores[..rows * width];
         model.score(&b.inputs[..rows * l], rows, scores);
-        let want_top = cat.is_some();
-        let per_row: Vec<Result<(usize, Vec<u32>), TrainError>> = scores
-            .par_chunks(width)
-            .enumerate()
-            .map(|(r, row)| {
-                let ci = b.case_index[r];
-                let target = b.targets[r];
-                let mut hist: Vec<Id> = if s.exclude_history {
-                    cases[ci].input_items(ds).to_vec()
-                } else {
-                    Vec::new()
-                };
-                hist.sort_unstable();
-                hist.dedup();
-                let exclude = Exclude::Sorted(&hist);
-                let rank = match &negatives {
-                    None => rank_full(row, target, exclude, NanPolicy::Error)?,
-                    Some(neg) => rank_sampled(row, target, neg.of_case(ci), NanPolicy::Error)?,
-                };
-                let top = if want_top {
-                    let mut t = TopK::new(kmax);
-                    t.select(row, exclude)?;
-                    t.ids().to_vec()
-                } else {
-                    Vec::new()
-                };
-                Ok((rank, top))
-            })
-            .collect();
-        for (r, res) in per_row.into_iter().enumerate() {
-            let (rank, top) = res?;
-            acc.add(b.users[r], rank);
-            if let Some(c) = cat.as_mut() {
-                c.add(&top)?;
+        for run in &mut runs {
+            let want_top = run.cat.is_some();
+            let negatives = &run.negatives;
+            let per_row: Vec<Result<(usize, Vec<u32>), TrainError>> = scores
+                .par_chunks(width)
+                .enumerate()
+                .map(|(r, row)| {
+                    let ci = b.case_index[r];
+                    let target = b.targets[r];
+                    let mut hist: Vec<Id> = if s.exclude_history {
+                        cases[ci].input_items(ds).to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    hist.sort_unstable();
+                    hist.dedup();
+                    let exclude = Exclude::Sorted(&hist);
+                    let rank = match negatives {
+                        None => rank_full(row, target, exclude, NanPolicy::Error)?,
+                        Some(neg) => rank_sampled(row, target, neg.of_case(ci), NanPolicy::Error)?,
+                    };
+                    let top = if want_top {
+                        let mut t = TopK::new(kmax);
+                        t.select(row, exclude)?;
+                        t.ids().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((rank, top))
+                })
+                .collect();
+            for (r, res) in per_row.into_iter().enumerate() {
+                let (rank, top) = res?;
+                run.acc.add(b.users[r], rank);
+                if let Some(c) = run.cat.as_mut() {
+                    c.add(&top)?;
+                }
             }
         }
     }
-    let metrics = acc.finish()?;
-    let catalogue = match cat {
-        Some(c) => Some(c.finish(popularity)?),
-        None => None,
-    };
-    Ok(EvalOutcome {
-        metrics,
-        catalogue,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let seconds = start.elapsed().as_secs_f64();
+    runs.into_iter()
+        .map(|run| {
+            Ok(EvalOutcome {
+                metrics: run.acc.finish()?,
+                catalogue: match run.cat {
+                    Some(c) => Some(c.finish(popularity)?),
+                    None => None,
+                },
+                seconds,
+            })
+        })
+        .collect()
 }
 
 /// A text table of the model next to MostPop: one row per metric, one column per model.

@@ -51,7 +51,9 @@ pub use config::{
     field_doc, parse_metric,
 };
 pub use error::TrainError;
-pub use eval::{EvalOutcome, EvalSettings, Stage, evaluate, format_table, popularity_before};
+pub use eval::{
+    EvalOutcome, EvalSettings, Stage, evaluate, evaluate_protocols, format_table, popularity_before,
+};
 pub use registry::{ModelConfig, MostPopConfig};
 pub use run::{
     Experiment, ModelFactory, RunOptions, RunSummary, StopReason, evaluate_run, resume, train,

@@ -23,9 +23,11 @@ use seqrec_models::{Model, ModelError, MostPop};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{DatasetInfo, data_dir, load_dataset, resolve_dataset};
-use crate::eval::{EvalOutcome, EvalSettings, Stage, evaluate, format_table, popularity_before};
-use crate::plot::plot_curve;
-use crate::{TrainConfig, TrainError};
+use crate::eval::{
+    EvalOutcome, EvalSettings, Stage, evaluate, evaluate_protocols, format_table, popularity_before,
+};
+use crate::plot::{CurveText, plot_curve};
+use crate::{Protocol, TrainConfig, TrainError};
 
 /// Builds a model for the training sequences and seed (the registry's `ModelConfig::build`, or a test model).
 pub type BuildFn<'a> =
@@ -448,7 +450,7 @@ fn train_loop(
         }
         if improved {
             let best = json_bytes(
-                &serde_json::json!({"epoch": epoch + 1, "metric": metric.name(), "value": state.best.map(|b| b.1)}),
+                &serde_json::json!({"epoch": epoch + 1, "metric": metric.key(), "value": state.best.map(|b| b.1)}),
             );
             write_checkpoint(
                 dir,
@@ -502,10 +504,10 @@ fn metric_map(o: &EvalOutcome) -> std::collections::BTreeMap<String, f64> {
     let mut m = std::collections::BTreeMap::new();
     for a in &o.metrics.at_k {
         for metric in Metric::at(a.k) {
-            m.insert(metric.name(), o.value(metric));
+            m.insert(metric.key(), o.value(metric));
         }
     }
-    m.insert("MRR".into(), o.metrics.mrr);
+    m.insert("mrr".into(), o.metrics.mrr);
     m
 }
 
@@ -525,7 +527,7 @@ fn plot(dir: &Path, state: &TrainerState, metric: Metric) -> Result<(), TrainErr
         .map(|h| {
             (
                 h.epoch as f64,
-                h.valid.get(&metric.name()).copied().unwrap_or(f64::NAN),
+                h.valid.get(&metric.key()).copied().unwrap_or(f64::NAN),
             )
         })
         .collect();
@@ -536,7 +538,15 @@ fn plot(dir: &Path, state: &TrainerState, metric: Metric) -> Result<(), TrainErr
         .map(|(i, &x)| (i as f64 + 1.0, x))
         .collect();
     let tmp = dir.join(".curve.tmp.png");
-    plot_curve(&tmp, &m, &l)?;
+    if plot_curve(&tmp, &metric.name(), &m, &l)? == CurveText::NoFont {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "note: no TrueType font found, curve.png has no labels \
+                 (install fonts-dejavu-core or set SEQREC_FONT=/path/to/font.ttf)"
+            )
+        });
+    }
     std::fs::rename(&tmp, dir.join("curve.png"))
         .map_err(|e| TrainError::io(dir.join("curve.png"), e))
 }
@@ -547,6 +557,68 @@ pub fn mostpop_baseline(
     settings: &EvalSettings,
     stage: Stage,
 ) -> Result<EvalOutcome, TrainError> {
+    let mut out = mostpop_baseline_protocols(exp, settings, stage, &[settings.protocol])?;
+    Ok(out.remove(0))
+}
+
+/// The protocols of the test report: `first` (the run's), then the others in the order full,
+/// sampled-uniform, sampled-pop. The extra sampled protocols are left out when some user has seen
+/// so much of the catalogue that `negatives` unseen items cannot be drawn (tiny catalogues).
+pub fn test_protocols(first: Protocol, ds: &Dataset, negatives: usize) -> Vec<Protocol> {
+    let max_seen = ds
+        .user_ids()
+        .map(|u| {
+            let mut items = ds.items_of(u).to_vec();
+            items.sort_unstable();
+            items.dedup();
+            items.len()
+        })
+        .max()
+        .unwrap_or(0);
+    let sampled_ok = ds.n_items() >= max_seen + negatives;
+    let mut v = vec![first];
+    for p in [
+        Protocol::Full,
+        Protocol::SampledUniform,
+        Protocol::SampledPop,
+    ] {
+        if p != first && (p == Protocol::Full || sampled_ok) {
+            v.push(p);
+        }
+    }
+    v
+}
+
+/// The key of a protocol in `metrics.json`: `full`, `sampled_uniform_<n>`, `sampled_popular_<n>`.
+pub fn protocol_key(p: Protocol, negatives: usize) -> String {
+    match p {
+        Protocol::Full => "full".into(),
+        Protocol::SampledUniform => format!("sampled_uniform_{negatives}"),
+        Protocol::SampledPop => format!("sampled_popular_{negatives}"),
+    }
+}
+
+/// An evaluation in `metrics.json`: lowercase metric keys (`hr@10`, `ndcg@10`, `mrr`, ...), the
+/// number of users, and the catalogue report of the full protocol.
+fn outcome_json(o: &EvalOutcome) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in metric_map(o) {
+        m.insert(k, serde_json::json!(v));
+    }
+    m.insert("users".into(), serde_json::json!(o.metrics.n_users));
+    if let Some(c) = &o.catalogue {
+        m.insert("catalogue".into(), serde_json::json!(c));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// [`mostpop_baseline`] under several protocols (one fit, each history scored once).
+pub fn mostpop_baseline_protocols(
+    exp: &Experiment,
+    settings: &EvalSettings,
+    stage: Stage,
+    protocols: &[Protocol],
+) -> Result<Vec<EvalOutcome>, TrainError> {
     let train = exp.train()?;
     let fit = match stage {
         Stage::Valid => train.clone(),
@@ -555,7 +627,14 @@ pub fn mostpop_baseline(
     let mut mp = MostPop::new(&train);
     mp.train_epoch(&fit, 0, &mut |_| {})?;
     let pop = popularity_before(&exp.ds, &exp.split, stage);
-    evaluate(&mut mp, &exp.ds, stage.cases(&exp.split), &pop, settings)
+    evaluate_protocols(
+        &mut mp,
+        &exp.ds,
+        stage.cases(&exp.split),
+        &pop,
+        settings,
+        protocols,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -571,60 +650,87 @@ fn finish(
     settings: &EvalSettings,
     metric: Metric,
 ) -> Result<RunSummary, TrainError> {
-    let _ = train;
     let test_pop = popularity_before(&exp.ds, &exp.split, Stage::Test);
-    let test = match checkpoint_dir(dir, "best") {
+    // The test split under every protocol (each history scored once), the configured one first.
+    let protocols = test_protocols(settings.protocol, &exp.ds, settings.negatives);
+    let tests = match checkpoint_dir(dir, "best") {
         Some(best) if state.best.is_some() => {
             model.load(&best)?;
-            Some(evaluate(
+            Some(evaluate_protocols(
                 model.as_mut(),
                 &exp.ds,
                 exp.split.test(),
                 &test_pop,
                 settings,
+                &protocols,
             )?)
         }
         _ => None,
     };
     let mp_valid = mostpop_baseline(exp, settings, Stage::Valid)?;
-    let mp_test = mostpop_baseline(exp, settings, Stage::Test)?;
+    let mp_tests = mostpop_baseline_protocols(exp, settings, Stage::Test, &protocols)?;
     let best_valid = state
         .best
         .and_then(|(e, _)| state.history.iter().find(|h| h.epoch == e))
         .map(|h| h.valid.clone());
     let protocol = settings.describe(exp.ds.n_items());
+    let by_protocol = |outcomes: &[EvalOutcome]| {
+        let mut m = serde_json::Map::new();
+        for (&p, o) in protocols.iter().zip(outcomes) {
+            m.insert(protocol_key(p, settings.negatives), outcome_json(o));
+        }
+        serde_json::Value::Object(m)
+    };
+    let descriptions: serde_json::Map<String, serde_json::Value> = protocols
+        .iter()
+        .map(|&p| {
+            let s = EvalSettings {
+                protocol: p,
+                ..settings.clone()
+            };
+            (
+                protocol_key(p, settings.negatives),
+                serde_json::Value::String(s.describe(exp.ds.n_items())),
+            )
+        })
+        .collect();
+    let sequences = train.len() as f64 * state.epochs_done as f64;
     let metrics = serde_json::json!({
+        "schema": 1,
         "model": cfg.model.name(),
+        "dataset": cfg.data.dataset,
+        "config": cfg,
         "model_config": factory.config,
-        "stop": stop,
-        "epochs_run": state.epochs_done,
-        "best_epoch": state.best.map(|b| b.0),
-        "selection_metric": metric.name(),
-        "dataset": exp.info,
+        "dataset_info": exp.info,
         "split": format!(
             "leave-one-out: per user, last event = test target, second-to-last = validation target, rest = training ({} valid / {} test cases, {} training events)",
             exp.split.valid().len(), exp.split.test().len(), exp.split.n_train_events()
         ),
-        "protocol": protocol,
-        "eval": cfg.eval,
-        "test": {
-            "model": test,
-            "mostpop": mp_test,
-            "note": "the model's best checkpoint; MostPop refitted on training + validation events (its test-time input)",
+        "train": {
+            "epochs": state.epochs_done,
+            "best_epoch": state.best.map(|b| b.0),
+            "stop": stop,
+            "seconds": state.train_seconds,
+            "seconds_per_epoch": if state.epochs_done > 0 { state.train_seconds / state.epochs_done as f64 } else { 0.0 },
+            "sequences_per_second": if state.train_seconds > 0.0 { sequences / state.train_seconds } else { 0.0 },
+            "valid_seconds": state.valid_seconds,
+            "test_seconds": tests.as_ref().map(|t| t[0].seconds),
         },
+        "selection_metric": metric.key(),
         "valid": {
+            "protocol": settings.protocol.name(),
             "model": best_valid,
             "mostpop": metric_map(&mp_valid),
         },
-        "timings": {
-            "train_seconds": state.train_seconds,
-            "valid_seconds": state.valid_seconds,
-            "seconds_per_epoch": if state.epochs_done > 0 { state.train_seconds / state.epochs_done as f64 } else { 0.0 },
-            "test_seconds": test.as_ref().map(|t| t.seconds),
-        },
+        "test": tests.as_deref().map(by_protocol),
+        "mostpop": { "test": by_protocol(&mp_tests) },
+        "protocols": descriptions,
+        "protocol": protocol,
         "seed": cfg.train.seed,
         "threads": cfg.train.threads,
     });
+    let test = tests.map(|mut t| t.remove(0));
+    let mp_test = mp_tests.into_iter().next().expect("at least one protocol");
     write_atomic(&dir.join("metrics.json"), &json_bytes(&metrics))?;
     let title = format!("test ({protocol})");
     let table = match &test {

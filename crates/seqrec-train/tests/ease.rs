@@ -40,7 +40,8 @@ fn ease_on_ml100k_beats_mostpop_and_reloads_exactly() {
     assert!(hr > 1.3 * hr_pop, "EASE HR@10 {hr} vs MostPop {hr_pop}");
     let m = &s.metrics;
     assert_eq!(m["model"], "ease");
-    assert_eq!(m["epochs_run"], 1);
+    assert_eq!(m["train"]["epochs"], 1);
+    assert_eq!(m["test"]["full"]["ndcg@10"], ndcg);
     assert_eq!(m["model_config"]["lambda"], 200.0);
 
     // The best/ checkpoint reloads into a fresh model and gives the same ranks for every user.

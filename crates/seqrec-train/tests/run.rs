@@ -53,9 +53,26 @@ fn run_directory_has_every_file_and_the_model_beats_mostpop() {
     assert_eq!(items.len(), 30);
     assert!(items.iter().all(|i| i.starts_with('i')));
     let m = metrics_json(&run);
-    assert_eq!(m["dataset"]["n_items"], 30);
-    assert_eq!(m["dataset"]["n_users"], 240);
-    assert_eq!(m["dataset"]["fingerprint"].as_str().unwrap().len(), 16);
+    assert_eq!(m["dataset_info"]["n_items"], 30);
+    assert_eq!(m["dataset_info"]["n_users"], 240);
+    assert_eq!(m["dataset_info"]["fingerprint"].as_str().unwrap().len(), 16);
+    // The schema of docs/metrics.md: lowercase metric keys under each protocol of the test split.
+    assert_eq!(m["schema"], 1);
+    assert_eq!(m["model"], s.metrics["model"]);
+    assert!(m["config"]["model"].is_object());
+    assert!(m["train"]["epochs"].as_u64().unwrap() >= 1);
+    assert!(m["train"]["seconds"].as_f64().unwrap() > 0.0);
+    assert!(m["train"]["sequences_per_second"].as_f64().unwrap() > 0.0);
+    for metric in ["hr@10", "ndcg@10", "mrr", "hr@5", "map@20"] {
+        let v = m["test"]["full"][metric].as_f64();
+        assert!(
+            v.is_some_and(|v| (0.0..=1.0).contains(&v)),
+            "test.full.{metric}"
+        );
+    }
+    assert!(m["test"]["full"]["catalogue"].is_object());
+    // 30 items cannot give 100 unseen negatives: the sampled protocols are left out, not failed.
+    assert!(m["test"]["sampled_uniform_100"].is_null());
     assert!(m["split"].as_str().unwrap().starts_with("leave-one-out"));
     assert!(
         m["protocol"]
@@ -166,12 +183,12 @@ fn nan_stop_keeps_the_last_good_checkpoint_byte_identical() {
     // Test metrics still come from the best (finite) checkpoint.
     let m = metrics_json(&cfg.out);
     assert_eq!(
-        m["stop"]["non_finite"]["message"]
+        m["train"]["stop"]["non_finite"]["message"]
             .as_str()
             .map(|s| s.contains("NaN")),
         Some(true)
     );
-    assert_eq!(m["epochs_run"], 3);
+    assert_eq!(m["train"]["epochs"], 3);
     let ndcg = s.test.unwrap().value(Metric::Ndcg(10));
     assert!(ndcg.is_finite() && ndcg > 0.0, "{ndcg}");
 }
@@ -196,6 +213,6 @@ fn nan_scores_at_validation_stop_like_a_nan_loss() {
         other => panic!("expected a NaN stop, got {other:?}"),
     }
     assert_eq!(snapshot(&cfg.out.join("last")), last_before);
-    assert_eq!(metrics_json(&cfg.out)["epochs_run"], 2);
+    assert_eq!(metrics_json(&cfg.out)["train"]["epochs"], 2);
     assert!(s.test.unwrap().value(Metric::Ndcg(10)).is_finite());
 }
