@@ -405,6 +405,27 @@ mod tests {
         );
     }
 
+    /// What `MetricReport::write_per_user_csv` writes, `parse_per_user_csv` reads back exactly (users
+    /// added out of order, large ranks, several cut-offs).
+    #[test]
+    fn per_user_csv_round_trips() {
+        use seqrec_metrics::{Cutoffs, MetricAccumulator};
+        let mut acc = MetricAccumulator::new(Cutoffs::new([1, 10, 50]).unwrap());
+        let mut x = 12345u64;
+        for u in (1..=500u32).rev() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            acc.add(u * 3, ((x >> 33) % 5000) as usize);
+        }
+        let report = acc.finish().unwrap();
+        let mut bytes = Vec::new();
+        report.write_per_user_csv(&mut bytes).unwrap();
+        let (users, ranks) = parse_per_user_csv(std::str::from_utf8(&bytes).unwrap()).unwrap();
+        assert_eq!(users, report.users);
+        assert_eq!(ranks, report.ranks);
+    }
+
     #[test]
     fn different_users_are_refused() {
         let side = |users: Vec<u32>| Side {
