@@ -167,7 +167,9 @@ fn encode_payload(ds: &Dataset) -> Vec<u8> {
     p
 }
 
-/// Writes `ds` to `path` atomically (temporary file, then rename).
+/// Writes `ds` to `path` atomically (temporary file, then rename). Concurrent writers of the same
+/// cache (two runs, or two threads of one process) each write their own temporary file: the last
+/// rename wins and readers see one complete file either way.
 pub fn save(path: &Path, key: &CacheKey, ds: &Dataset) -> Result<()> {
     let io = |source| DataError::Io {
         path: path.to_owned(),
@@ -178,7 +180,9 @@ pub fn save(path: &Path, key: &CacheKey, ds: &Dataset) -> Result<()> {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".{}-{writer}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let write = || -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;

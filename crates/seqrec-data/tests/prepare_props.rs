@@ -314,3 +314,36 @@ fn load_or_prepare_rebuilds_stale_and_corrupt_caches() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Threads of one process sharing a cache (parallel tests, a server and a trainer) never see a
+/// missing or torn file: each writer has its own temporary file.
+#[test]
+fn concurrent_load_or_prepare_on_one_cache_all_succeed() {
+    let dir = std::env::temp_dir().join(format!("seqrec-cache-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("log.dat");
+    let text: String = (0..2000)
+        .map(|i| format!("{}::{}::5::{i}\n", i % 37, i % 101))
+        .collect();
+    std::fs::write(&src, text).unwrap();
+    let path = cache::cache_path(&dir, &src);
+    let opts = ReadOptions::default();
+    let cfg = PrepareConfig::default();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| cache::load_or_prepare(&src, &opts, &cfg, &path)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = &results[0].as_ref().unwrap().0;
+    for r in &results {
+        assert_eq!(&r.as_ref().unwrap().0, first);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

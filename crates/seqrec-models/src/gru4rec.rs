@@ -12,7 +12,15 @@
 //! Losses ([`Gru4recLoss`]): full softmax cross-entropy over all items (`Ce`, the default), or a sampled
 //! softmax over the batch's in-batch items plus shared popularity-sampled negatives with the log-Q
 //! correction (`SampledCe`, the GRU4Rec "cross-entropy with negative sampling" recipe adapted to padded
-//! user sequences). Padding targets are masked out of both.
+//! user sequences), or BPR-max with score regularisation over the same candidates (`BprMax`, Hidasi &
+//! Karatzoglou 2018, the official GRU4Rec's `bpr-max` with `bpreg`). Padding targets are masked out.
+//!
+//! Batching ([`Gru4recBatching`]): padded windows of each user's last `maxlen` events with every
+//! position a target (`Windows`, the default), or the official GRU4Rec's **session-parallel**
+//! mini-batches (`SessionParallel`): `batch_size` lanes each walk one session (or user sequence) an
+//! event at a time; the hidden state is carried from step to step within a lane, reset to zero when a
+//! new session enters the lane, and gradients are truncated to the current step (the official
+//! implementation's one-step BPTT).
 //!
 //! Item tables hold real items only (row `i - 1` is item `i`): the padding id `0` embeds to zeros and is
 //! never a class, so the softmax never sees it.
@@ -24,7 +32,9 @@
 
 use std::path::Path;
 
-use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, SasrecConfig, Sequences, WindowMode};
+use seqrec_data::{
+    NegativeSampler, Negatives, SasrecBatcher, SasrecConfig, Sequences, SessionParallel, WindowMode,
+};
 use seqrec_nn::{
     Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint, clip,
     init::Rng,
@@ -39,6 +49,12 @@ use crate::model::{EpochReport, Model, ModelError, StepReport};
 /// (about 14 MB for ML-1M in `f32`, instead of ~350 MB for a whole `[128 x 200, 3416]` batch).
 const CHUNK_ROWS: usize = 1024;
 
+/// Score given to a BPR-max candidate that equals the position's positive: `e^(MASKED_SCORE - max)`
+/// underflows to exactly 0 in `f64` for any real score above `-9000`, so the column gets zero weight
+/// in the softmax over the negatives, zero regularisation and zero gradient (`-inf` would turn
+/// `w x²` into `0 · inf = NaN`).
+const MASKED_SCORE: f64 = -1e4;
+
 /// Which training loss [`Gru4rec`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,11 +66,29 @@ pub enum Gru4recLoss {
     /// (`ln` of each candidate's expected count in the candidate set); a candidate equal to a
     /// position's positive is masked out of that position's softmax.
     SampledCe,
+    /// BPR-max with score regularisation (`bpreg`) over the same candidates as `SampledCe` (in-batch
+    /// items plus `n_negatives` shared popularity-sampled negatives), without log-Q: the official
+    /// GRU4Rec's `bpr-max` loss. A candidate equal to a position's positive gets weight 0.
+    BprMax,
 }
 
-/// Settings of [`Gru4rec`]. Defaults follow the ML-1M full-ranking tuning of Klenitskiy & Vasilev
-/// 2023 (GRU4Rec with cross-entropy over all items: hidden 64, one layer, Adam 1e-3, batch 128,
-/// sequences of the last 200 items), with light dropout.
+/// How [`Gru4rec`] cuts the training sequences into mini-batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gru4recBatching {
+    /// Right-aligned windows of each user's last `maxlen` events, every position a target,
+    /// backpropagation through the whole window.
+    Windows,
+    /// GRU4Rec's session-parallel mini-batches: `batch_size` lanes, one event per lane per step,
+    /// hidden state carried within a session and reset when a lane starts a new one, one-step BPTT.
+    SessionParallel,
+}
+
+/// Settings of [`Gru4rec`]. Defaults follow the ML-1M full-ranking setting of Klenitskiy & Vasilev
+/// 2023 (GRU4Rec with cross-entropy over all items: hidden 64, one layer, batch 128, sequences of the
+/// last 200 items), with light dropout and Adam at 1e-2: measured on ML-1M, 1e-3 leaves the GRU at
+/// the popularity floor for several epochs (valid NDCG@10 0.02 after 3 epochs, against 0.16 after 8
+/// with 1e-2; `docs/benchmarks.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gru4recConfig {
@@ -81,12 +115,16 @@ pub struct Gru4recConfig {
     pub sample_alpha: f64,
     /// Apply the log-Q correction to the sampled softmax. Default true.
     pub logq: bool,
+    /// Score regularisation `λ` of [`Gru4recLoss::BprMax`] (GRU4Rec's `bpreg`). Default 1.0.
+    pub bpreg: f64,
+    /// Mini-batch layout. Default [`Gru4recBatching::Windows`].
+    pub batching: Gru4recBatching,
     /// Training sequences per batch. Default 128.
     pub batch_size: usize,
     /// Window length: the last `maxlen` items of each user are trained on and read when scoring.
     /// Default 200.
     pub maxlen: usize,
-    /// Adam learning rate. Default 1e-3.
+    /// Adam learning rate. Default 1e-2.
     pub lr: f64,
     /// Adam `beta1`. Default 0.9.
     pub beta1: f64,
@@ -113,9 +151,11 @@ impl Default for Gru4recConfig {
             n_negatives: 2048,
             sample_alpha: 0.75,
             logq: true,
+            bpreg: 1.0,
+            batching: Gru4recBatching::Windows,
             batch_size: 128,
             maxlen: 200,
-            lr: 1e-3,
+            lr: 1e-2,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -165,12 +205,15 @@ impl Gru4recConfig {
                 return bad(field, &p, "must be in [0, 1)");
             }
         }
-        if self.loss == Gru4recLoss::SampledCe && self.n_negatives == 0 {
+        if self.loss != Gru4recLoss::Ce && self.n_negatives == 0 {
             return bad(
                 "n_negatives",
                 &self.n_negatives,
-                "must be at least 1 with loss = sampled_ce",
+                "must be at least 1 with loss = sampled_ce or bpr_max",
             );
+        }
+        if !(self.bpreg.is_finite() && self.bpreg >= 0.0) {
+            return bad("bpreg", &self.bpreg, "must be finite and >= 0");
         }
         if !(self.sample_alpha.is_finite() && self.sample_alpha >= 0.0) {
             return bad(
@@ -287,6 +330,8 @@ struct Buffers<T> {
     stamp: u64,
     /// Targets of the current chunk (all zeros for SampledCe: the positive is column 0).
     chunk_targets: Vec<u32>,
+    /// BprMax: per position with a target, whether some candidate differs from its positive.
+    valid: Vec<bool>,
 }
 
 impl<T: Float> Buffers<T> {
@@ -320,6 +365,7 @@ impl<T: Float> Buffers<T> {
             seen: vec![0; n_items],
             stamp: 0,
             chunk_targets: Vec::with_capacity(CHUNK_ROWS),
+            valid: Vec::new(),
         }
     }
 }
@@ -352,6 +398,8 @@ struct Core<T> {
     p_sample: Vec<f64>,
     /// Positions per output-layer chunk ([`CHUNK_ROWS`]; tests shrink it to exercise chunking).
     chunk_rows: usize,
+    /// Session-parallel training: the hidden state of every lane carried between steps.
+    carried: Option<RnnState<T>>,
 }
 
 /// Derives the seed of one random stream of the model from the model seed.
@@ -452,6 +500,7 @@ impl<T: Float> Core<T> {
             p_unigram,
             p_sample,
             chunk_rows: CHUNK_ROWS,
+            carried: None,
         })
     }
 
@@ -468,6 +517,38 @@ impl<T: Float> Core<T> {
     ///
     /// The dropout sites must have their counters set by the caller (training) or be in eval mode.
     fn step(&mut self, inp: &StepInput<'_>, grad: bool) -> f64 {
+        self.step_from(inp, grad, false)
+    }
+
+    /// One session-parallel step (`inp`: `[lanes, 1]`): lanes flagged in `reset` start a new session
+    /// from the zero state, the others continue from the state the previous step left; the new states
+    /// are carried to the next step (detached: gradients stop at this step, as in the official
+    /// GRU4Rec). Inactive lanes (input 0) keep their state. Returns the step's mean loss.
+    fn session_step(&mut self, inp: &StepInput<'_>, reset: &[bool], grad: bool) -> f64 {
+        assert_eq!(inp.l, 1, "session_step: one event per lane");
+        assert_eq!(reset.len(), inp.b, "session_step: one reset flag per lane");
+        let (b, h, layers) = (inp.b, self.cfg.hidden_size, self.cfg.num_layers);
+        if self.carried.as_ref().is_none_or(|s| s.batch() != b) {
+            self.carried = Some(self.net.gru.zero_state(b));
+        }
+        let carried = self.carried.as_mut().expect("set above");
+        for layer in 0..layers {
+            for (lane, _) in reset.iter().enumerate().filter(|&(_, &r)| r) {
+                let o = (layer * b + lane) * h;
+                carried.h.as_mut_slice()[o..o + h].fill(T::ZERO);
+            }
+        }
+        let loss = self.step_from(inp, grad, true);
+        self.carried
+            .as_mut()
+            .expect("set above")
+            .h
+            .copy_from(&self.buf.h_n.h);
+        loss
+    }
+
+    /// [`Core::step`], starting the GRU from the carried session state when `from_carried`.
+    fn step_from(&mut self, inp: &StepInput<'_>, grad: bool, from_carried: bool) -> f64 {
         let (b, l) = (inp.b, inp.l);
         let d = self.input_table().cols();
         let h = self.cfg.hidden_size;
@@ -494,13 +575,18 @@ impl<T: Float> Core<T> {
         if buf.h_n.batch() != b {
             buf.h_n = self.net.gru.zero_state(b);
         }
+        let h0 = if from_carried {
+            self.carried.as_ref()
+        } else {
+            None
+        };
         self.net.gru.forward(
             &mut buf.y,
             &mut buf.h_n,
             &mut buf.cache,
             &buf.xd,
             Some(&buf.mask),
-            None,
+            h0,
         );
         // (4) ỹ = dropout_hidden(y)
         self.drop_hid
@@ -518,8 +604,27 @@ impl<T: Float> Core<T> {
         if n == 0 {
             return 0.0;
         }
-        if self.cfg.loss == Gru4recLoss::SampledCe {
+        if self.cfg.loss != Gru4recLoss::Ce {
             self.prepare_candidates(inp);
+        }
+        // BprMax needs one candidate other than the positive; a position without any (a batch whose
+        // only candidate is its own target) is left out of the mean. The candidates are
+        // de-duplicated, so at most one of them equals the positive.
+        let buf = &mut self.buf;
+        buf.valid.clear();
+        if self.cfg.loss == Gru4recLoss::BprMax {
+            let (k, first) = (buf.cand.len(), buf.cand.first().copied());
+            buf.valid.extend(
+                buf.classes
+                    .iter()
+                    .map(|&c| !(k == 1 && first == Some(c + 1))),
+            );
+        } else {
+            buf.valid.resize(n, true);
+        }
+        let n_valid = buf.valid.iter().filter(|&&v| v).count();
+        if n_valid == 0 {
+            return 0.0;
         }
         // From here `x`, `xd`, `y` hold gradients once their forward values are no longer read;
         // `yd` (the output layer's input) becomes d ỹ after the chunk loop, so gradients go to `y` first.
@@ -530,8 +635,12 @@ impl<T: Float> Core<T> {
         let mut start = 0;
         while start < n {
             let nc = self.chunk_rows.min(n - start);
-            // Fraction of the mean this chunk carries: the chunk losses are means over `nc` rows.
-            let w = nc as f64 / n as f64;
+            // Fraction of the mean this chunk carries: the chunk losses are means over its valid rows.
+            let nv = self.buf.valid[start..start + nc]
+                .iter()
+                .filter(|&&v| v)
+                .count();
+            let w = nv as f64 / n_valid as f64;
             let buf = &mut self.buf;
             buf.hc.resize(&[nc, h]);
             for (r, &pos) in buf.rows[start..start + nc].iter().enumerate() {
@@ -540,7 +649,9 @@ impl<T: Float> Core<T> {
             }
             let chunk_loss = match self.cfg.loss {
                 Gru4recLoss::Ce => self.chunk_ce(start, nc, w, grad),
-                Gru4recLoss::SampledCe => self.chunk_sampled(start, nc, w, grad),
+                Gru4recLoss::SampledCe | Gru4recLoss::BprMax => {
+                    self.chunk_sampled(start, nc, w, grad)
+                }
             };
             loss += chunk_loss * w;
             if grad {
@@ -556,7 +667,7 @@ impl<T: Float> Core<T> {
         if !grad {
             return loss;
         }
-        if self.cfg.loss == Gru4recLoss::SampledCe {
+        if self.cfg.loss != Gru4recLoss::Ce {
             self.scatter_candidate_grads();
         }
         let buf = &mut self.buf;
@@ -674,11 +785,13 @@ impl<T: Float> Core<T> {
         for &c in &buf.cand {
             let q =
                 in_batch as f64 * self.p_unigram[c as usize] + n_neg * self.p_sample[c as usize];
-            buf.cand_lnq.push(if self.cfg.logq {
-                q.max(1e-30).ln()
-            } else {
-                0.0
-            });
+            buf.cand_lnq.push(
+                if self.cfg.logq && self.cfg.loss == Gru4recLoss::SampledCe {
+                    q.max(1e-30).ln()
+                } else {
+                    0.0
+                },
+            );
         }
         buf.wc.resize(&[k, h]);
         gather_rows(&mut buf.wc, &self.net.item_out.value, &buf.cand);
@@ -696,7 +809,7 @@ impl<T: Float> Core<T> {
 
     /// `ln q` of item `c` (1-based) as used for this step's candidates, for a positive column.
     fn lnq_of(&self, c: u32, in_batch: usize, n_neg: usize) -> f64 {
-        if !self.cfg.logq {
+        if !self.cfg.logq || self.cfg.loss != Gru4recLoss::SampledCe {
             return 0.0;
         }
         let q =
@@ -704,13 +817,21 @@ impl<T: Float> Core<T> {
         q.max(1e-30).ln()
     }
 
-    /// Sampled softmax of one chunk. Column 0 is the positive `hc·w_t + b_t`, columns `1..=K` the
-    /// candidates `hc W_C^T + b_C`, all shifted by `-ln q`; a candidate equal to the positive is `-inf`.
+    /// Sampled loss of one chunk. Column 0 is the positive `hc·w_t + b_t`, columns `1..=K` the
+    /// candidates `hc W_C^T + b_C`. `SampledCe`: all shifted by `-ln q`, a candidate equal to the
+    /// positive is `-inf`, softmax cross-entropy on column 0. `BprMax`: no shift, a candidate equal to
+    /// the positive is [`MASKED_SCORE`] (weight exactly 0 in BPR-max's softmax over the negatives).
     fn chunk_sampled(&mut self, start: usize, nc: usize, w: f64, grad: bool) -> f64 {
         let h = self.cfg.hidden_size;
         let k = self.buf.cand.len();
         let in_batch = self.buf.in_batch;
         let n_neg = self.buf.n_neg;
+        let (loss_kind, bpreg) = (self.cfg.loss, self.cfg.bpreg);
+        let masked = if loss_kind == Gru4recLoss::BprMax {
+            T::from_f64(MASKED_SCORE)
+        } else {
+            T::NEG_INFINITY
+        };
         let mut pos_lnq = std::mem::take(&mut self.buf.pos_lnq);
         pos_lnq.clear();
         pos_lnq.extend(
@@ -746,7 +867,7 @@ impl<T: Float> Core<T> {
                 zr[0] = T::from_f64(pos - pos_lnq[r]);
                 for j in 0..k {
                     zr[1 + j] = if buf.cand[j] as usize == cls + 1 {
-                        T::NEG_INFINITY
+                        masked
                     } else {
                         T::from_f64(buf.cl.as_slice()[r * k + j].to_f64() - buf.cand_lnq[j])
                     };
@@ -756,23 +877,34 @@ impl<T: Float> Core<T> {
         buf.pos_lnq = pos_lnq;
         buf.chunk_targets.clear();
         buf.chunk_targets.resize(nc, 0);
+        let valid = &buf.valid[start..start + nc];
         if !grad {
-            return seqrec_nn::loss::softmax_cross_entropy(
-                None,
+            return match loss_kind {
+                Gru4recLoss::BprMax => {
+                    seqrec_nn::loss::bpr_max(None, &buf.logits, valid, bpreg).to_f64()
+                }
+                _ => seqrec_nn::loss::softmax_cross_entropy(
+                    None,
+                    &buf.logits,
+                    &buf.chunk_targets,
+                    u32::MAX,
+                )
+                .to_f64(),
+            };
+        }
+        buf.dlogits.resize(&[nc, 1 + k]);
+        let l = match loss_kind {
+            Gru4recLoss::BprMax => {
+                seqrec_nn::loss::bpr_max(Some(&mut buf.dlogits), &buf.logits, valid, bpreg).to_f64()
+            }
+            _ => seqrec_nn::loss::softmax_cross_entropy(
+                Some(&mut buf.dlogits),
                 &buf.logits,
                 &buf.chunk_targets,
                 u32::MAX,
             )
-            .to_f64();
-        }
-        buf.dlogits.resize(&[nc, 1 + k]);
-        let l = seqrec_nn::loss::softmax_cross_entropy(
-            Some(&mut buf.dlogits),
-            &buf.logits,
-            &buf.chunk_targets,
-            u32::MAX,
-        )
-        .to_f64();
+            .to_f64(),
+        };
         let wt = T::from_f64(w);
         // Split dz into the candidate part (scaled by w, into `cl`) and the positive column.
         {
@@ -888,7 +1020,7 @@ impl<T: Float> Core<T> {
 }
 
 /// `out[i] = table[ids[i] - 1]`, zeros where `ids[i] == 0`. `out`: `[.., d]` with `ids.len()` rows.
-fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
+pub(crate) fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
     let d = table.cols();
     assert_eq!(out.numel(), ids.len() * d, "gather_rows: out vs ids");
     let src = table.as_slice();
@@ -903,7 +1035,7 @@ fn gather_rows<T: Float>(out: &mut Tensor<T>, table: &Tensor<T>, ids: &[u32]) {
 }
 
 /// Backward of [`gather_rows`]: `grad[ids[i] - 1] += dout[i]`, skipping padding (repeats accumulate).
-fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32]) {
+pub(crate) fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32]) {
     let d = grad.cols();
     let g = grad.as_mut_slice();
     for (o, &id) in dout.as_slice().chunks_exact(d).zip(ids) {
@@ -917,7 +1049,7 @@ fn scatter_add_rows<T: Float>(grad: &mut Tensor<T>, dout: &Tensor<T>, ids: &[u32
 }
 
 /// `y[r, :] += bias` for every row of `y` `[rows, bias.len()]`.
-fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
+pub(crate) fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
     for row in y.as_mut_slice().chunks_exact_mut(bias.len()) {
         for (a, &b) in row.iter_mut().zip(bias) {
             *a += b;
@@ -926,7 +1058,7 @@ fn add_bias_rows<T: Float>(y: &mut Tensor<T>, bias: &[T]) {
 }
 
 /// `acc[j] += s * sum_r x[r, j]`.
-fn col_sum_acc<T: Float>(acc: &mut [T], x: &Tensor<T>, s: T) {
+pub(crate) fn col_sum_acc<T: Float>(acc: &mut [T], x: &Tensor<T>, s: T) {
     let c = acc.len();
     if c == 0 {
         return;
@@ -949,8 +1081,10 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
 /// GRU4Rec in `f32`, implementing [`Model`]. See the [module docs](self) for the architecture and
 /// [`Gru4recConfig`] for the defaults.
 ///
-/// Training batches are [`SasrecBatcher`] windows of the last `maxlen` items of each user
-/// (right-aligned, left-padded), shuffled by `(seed, epoch)`; every position with a target is scored.
+/// Training batches ([`Gru4recConfig::batching`]) are [`SasrecBatcher`] windows of the last `maxlen`
+/// items of each user (right-aligned, left-padded), shuffled by `(seed, epoch)`, every position with a
+/// target scored; or session-parallel lanes ([`SessionParallel`], sequences shuffled by
+/// `(seed, epoch)`) with the hidden state carried within a session and reset between sessions.
 /// Dropout masks are keyed by `(seed, epoch, step)`, so the same seed gives the same run and a run
 /// resumed from [`Model::save`] matches an uninterrupted one bit for bit.
 ///
@@ -1018,7 +1152,7 @@ impl Gru4rec {
         let counts = item_counts(train);
         let sampler = match config.loss {
             Gru4recLoss::Ce => None,
-            Gru4recLoss::SampledCe => Some(
+            Gru4recLoss::SampledCe | Gru4recLoss::BprMax => Some(
                 NegativeSampler::popularity(&counts, config.sample_alpha)
                     .map_err(|e| ModelError::Data(format!("gru4rec negative sampler: {e}")))?,
             ),
@@ -1063,6 +1197,96 @@ impl Gru4rec {
         self.core.net.visit_params(f);
     }
 
+    /// One epoch of session-parallel mini-batches (see [`Gru4recBatching::SessionParallel`]).
+    fn train_epoch_sessions(
+        &mut self,
+        train: &Sequences<'_>,
+        epoch: usize,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<EpochReport, ModelError> {
+        let cfg = self.core.cfg.clone();
+        let data_err = |e: seqrec_data::BatchError| ModelError::Data(format!("gru4rec lanes: {e}"));
+        let mut lanes = SessionParallel::new(train.clone(), cfg.batch_size, Some(self.seed), None)
+            .map_err(data_err)?;
+        if lanes.n_sequences() == 0 {
+            return Err(ModelError::Data(
+                "gru4rec: no training sequence has two or more items".into(),
+            ));
+        }
+        // The number of steps, for progress reports: a dry run of the lanes (ids only, cheap).
+        lanes.start_epoch(epoch as u64);
+        let mut steps = 0;
+        while lanes.next_step().is_some() {
+            steps += 1;
+        }
+        if let Some(s) = &self.sampler {
+            lanes = lanes
+                .with_shared_negatives(cfg.n_negatives, s.clone(), self.seed)
+                .map_err(data_err)?;
+        }
+        lanes.start_epoch(epoch as u64);
+        self.core.carried = None;
+        self.core.drop_emb.train();
+        self.core.drop_hid.train();
+        let (mut loss_sum, mut sequences, mut step) = (0.0, 0, 0);
+        while let Some(batch) = lanes.next_step() {
+            let counter = ((epoch as u64) << 32) | step as u64;
+            self.core.drop_emb.set_counter(counter);
+            self.core.drop_hid.set_counter(counter);
+            self.core.net.zero_grad();
+            let input = StepInput {
+                b: batch.lanes,
+                l: 1,
+                inputs: &batch.inputs,
+                targets: &batch.targets,
+                negatives: &batch.negatives,
+            };
+            let loss = self.core.session_step(&input, &batch.reset, true);
+            if !loss.is_finite() {
+                return Err(ModelError::NonFinite {
+                    what: "loss",
+                    epoch,
+                    step,
+                    value: loss,
+                });
+            }
+            self.clip_and_step(epoch, step)?;
+            let started = batch.reset.iter().filter(|&&r| r).count();
+            loss_sum += loss;
+            sequences += started;
+            on_step(&StepReport {
+                step,
+                steps,
+                loss,
+                sequences: started,
+            });
+            step += 1;
+        }
+        self.core.carried = None;
+        Ok(EpochReport {
+            loss: loss_sum / step.max(1) as f64,
+            steps: step,
+            sequences,
+        })
+    }
+
+    /// Clips the gradient norm (when configured) and takes one Adam step.
+    fn clip_and_step(&mut self, epoch: usize, step: usize) -> Result<(), ModelError> {
+        if let Some(max_norm) = self.core.cfg.clip_grad_norm {
+            clip::clip_grad_norm(&mut self.core.net, max_norm).map_err(|e| match e {
+                seqrec_nn::NnError::NonFiniteGradNorm { norm, .. } => ModelError::NonFinite {
+                    what: "gradient norm",
+                    epoch,
+                    step,
+                    value: norm,
+                },
+                other => ModelError::Config(format!("gru4rec.clip_grad_norm: {other}")),
+            })?;
+        }
+        self.adam.step(&mut self.core.net);
+        Ok(())
+    }
+
     fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
         ModelError::Checkpoint {
             path: path.display().to_string(),
@@ -1098,6 +1322,9 @@ impl Model for Gru4rec {
             )));
         }
         let cfg = self.core.cfg.clone();
+        if cfg.batching == Gru4recBatching::SessionParallel {
+            return self.train_epoch_sessions(train, epoch, on_step);
+        }
         let negatives = match &self.sampler {
             None => Negatives::None,
             Some(s) => Negatives::Shared {
@@ -1343,11 +1570,185 @@ mod tests {
         check(tiny(Gru4recLoss::SampledCe, 2, true));
     }
 
+    /// BPR-max with `bpreg = 1` through the whole model, with shared negatives that repeat and that
+    /// equal some positions' positives (masked with [`MASKED_SCORE`]).
+    #[test]
+    fn gradcheck_bpr_max_whole_model_f64() {
+        check(tiny(Gru4recLoss::BprMax, 1, false));
+        check(tiny(Gru4recLoss::BprMax, 2, true));
+    }
+
+    /// The BPR-max step loss equals the formula evaluated by hand on the model's own scores:
+    /// `-ln(sum_j w_j σ(x0 - x_j) + 1e-24) + λ sum_j w_j x_j²`, `w = softmax` over the candidates
+    /// other than the positive, averaged over positions.
+    #[test]
+    fn bpr_max_loss_matches_the_formula_on_model_scores() {
+        let mut core = tiny(Gru4recLoss::BprMax, 1, false);
+        core.cfg.bpreg = 0.5;
+        let inp = StepInput {
+            b: 3,
+            l: 5,
+            inputs: &INPUTS,
+            targets: &TARGETS,
+            negatives: &NEGS,
+        };
+        let loss = core.step(&inp, false);
+        // Candidates: the rows' last targets (none, 2, 3), then the negatives 5, 5, 3, 1,
+        // de-duplicated.
+        let cand = [2u32, 3, 5, 1];
+        // Hidden states of every position via the same forward.
+        let h = core.cfg.hidden_size;
+        let y = core.buf.yd.to_vec();
+        let w_out = core.net.item_out.value.to_vec();
+        let b_out = core.net.item_bias.value.to_vec();
+        let score = |pos: usize, item: u32| {
+            let r = item as usize - 1;
+            (0..h)
+                .map(|j| y[pos * h + j] * w_out[r * h + j])
+                .sum::<f64>()
+                + b_out[r]
+        };
+        let (mut sum, mut n) = (0.0, 0);
+        for (pos, &t) in TARGETS.iter().enumerate() {
+            if t == 0 {
+                continue;
+            }
+            let x0 = score(pos, t);
+            let neg: Vec<f64> = cand
+                .iter()
+                .filter(|&&c| c != t)
+                .map(|&c| score(pos, c))
+                .collect();
+            let m = neg.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = neg.iter().map(|v| (v - m).exp()).sum();
+            let (mut sg, mut reg) = (0.0, 0.0);
+            for v in &neg {
+                let w = (v - m).exp() / z;
+                sg += w / (1.0 + (-(x0 - v)).exp());
+                reg += w * v * v;
+            }
+            sum += -(sg + 1e-24).ln() + 0.5 * reg;
+            n += 1;
+        }
+        assert!(
+            (loss - sum / n as f64).abs() < 1e-12,
+            "{loss} vs {}",
+            sum / n as f64
+        );
+    }
+
+    /// Session-parallel lanes: at every step, the carried state of every active lane equals the
+    /// state of a fresh GRU run over that lane's session prefix alone. So a lane's state after a
+    /// reset is a fresh state and no session leaks into the next one in its lane (checked to be
+    /// non-trivial: at resets the lane held a non-zero state from the previous session).
+    #[test]
+    #[allow(clippy::needless_range_loop)] // lanes index several parallel arrays
+    fn session_parallel_resets_lanes_and_sessions_do_not_leak() {
+        use seqrec_data::{Dataset, SessionParallel, Vocab};
+        let sessions: Vec<Vec<u32>> = vec![
+            vec![1, 2, 3],
+            vec![4, 5, 6, 7, 1],
+            vec![2, 2],
+            vec![7, 6, 5, 4],
+            vec![3, 1, 4, 1, 5, 2],
+            vec![6, 7],
+            vec![5, 3, 1],
+        ];
+        let users =
+            Vocab::from_originals((0..sessions.len()).map(|u| u.to_string()).collect()).unwrap();
+        let items = Vocab::from_originals((1..=7).map(|i| i.to_string()).collect()).unwrap();
+        let ds = Dataset::from_sequences(
+            users,
+            items,
+            sessions
+                .iter()
+                .map(|s| (s.clone(), (0..s.len() as i64).collect()))
+                .collect(),
+        )
+        .unwrap();
+        for layers in [1, 2] {
+            let mut core = tiny(Gru4recLoss::Ce, layers, false);
+            let h = core.cfg.hidden_size;
+            let mut lanes = SessionParallel::new(Sequences::all(&ds), 2, Some(3), None).unwrap();
+            lanes.start_epoch(0);
+            let (mut resets_checked, mut steps) = (0, 0);
+            // The items each lane has consumed in its current session.
+            let mut seen: Vec<Vec<u32>> = vec![Vec::new(); 2];
+            while let Some(batch) = lanes.next_step() {
+                for lane in 0..2 {
+                    if batch.reset[lane] {
+                        if let Some(c) = &core.carried
+                            && !seen[lane].is_empty()
+                        {
+                            let top = (layers - 1) * 2 + lane;
+                            assert!(
+                                c.h.as_slice()[top * h..(top + 1) * h]
+                                    .iter()
+                                    .any(|&v| v != 0.0)
+                            );
+                            resets_checked += 1;
+                        }
+                        seen[lane].clear();
+                    }
+                    if batch.active[lane] {
+                        seen[lane].push(batch.inputs[lane]);
+                    }
+                }
+                let inp = StepInput {
+                    b: 2,
+                    l: 1,
+                    inputs: &batch.inputs,
+                    targets: &batch.targets,
+                    negatives: &[],
+                };
+                core.session_step(&inp, &batch.reset, false);
+                steps += 1;
+                let carried = core.carried.clone().unwrap();
+                for lane in 0..2 {
+                    if !batch.active[lane] {
+                        continue;
+                    }
+                    let fresh = fresh_state(&mut core.clone(), &seen[lane]);
+                    for layer in 0..layers {
+                        let o = (layer * 2 + lane) * h;
+                        let got = &carried.h.as_slice()[o..o + h];
+                        let want = &fresh[layer * h..(layer + 1) * h];
+                        for (a, b) in got.iter().zip(want) {
+                            assert!(
+                                (a - b).abs() < 1e-12,
+                                "step {steps} lane {lane}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+            // 7 sessions of 3+5+2+4+6+2+3 events give 18 (input, target) pairs over 2 lanes.
+            assert!(steps >= 9, "{steps}");
+            assert!(resets_checked >= 3, "{resets_checked}");
+        }
+    }
+
+    /// The final state `[layers, h]` of a GRU run over `items` alone, from the zero state.
+    fn fresh_state(core: &mut Core<f64>, items: &[u32]) -> Vec<f64> {
+        let d = core.input_table().cols();
+        let h = core.cfg.hidden_size;
+        let l = items.len();
+        let mut x = Tensor::zeros(&[1, l, d]);
+        gather_rows(&mut x, core.input_table(), items);
+        let mut y = Tensor::zeros(&[1, l, h]);
+        let mut state = core.net.gru.zero_state(1);
+        let mut cache = core.net.gru.new_cache(1, l);
+        core.net
+            .gru
+            .forward(&mut y, &mut state, &mut cache, &x, None, None);
+        state.h.to_vec()
+    }
+
     /// Parameter gradients accumulate: two backward passes without `zero_grad` give twice the
     /// gradient of one (the project's `+=` rule), for both losses.
     #[test]
     fn parameter_gradients_accumulate() {
-        for loss in [Gru4recLoss::Ce, Gru4recLoss::SampledCe] {
+        for loss in [Gru4recLoss::Ce, Gru4recLoss::SampledCe, Gru4recLoss::BprMax] {
             let mut core = tiny(loss, 2, false);
             let inp = StepInput {
                 b: 3,

@@ -1,5 +1,6 @@
 //! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements,
-//! [`MostPop`], the popularity floor reported next to every model, and [`Sasrec`] (SASRec with the
+//! [`MostPop`], the popularity floor reported next to every model, [`Gru4rec`], [`LstmAttn`]
+//! (LSTM + attention pooling with optional context fusion) and [`Sasrec`] (SASRec with the
 //! paper's sampled BCE or the full-softmax "SASRec+" loss, configured by [`SasrecConfig`]).
 //!
 //! A model is built from its documented config and the training sequences of a split, trains one epoch
@@ -30,12 +31,14 @@
 mod adam;
 pub mod ease;
 pub mod gru4rec;
+pub mod lstm_attn;
 mod model;
 mod mostpop;
 mod sasrec;
 
 pub use ease::{Ease, EaseConfig};
-pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
-pub use model::{EpochReport, Model, ModelError, StepReport};
+pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
+pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
+pub use model::{EpochReport, HistoryContext, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
 pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use seqrec_data::Sequences;
+use seqrec_data::{ContextConfig, Sequences};
 
 /// Errors a model reports to the training loop.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,17 @@ pub struct EpochReport {
     pub sequences: usize,
 }
 
+/// Per-event context features of a batch of histories, aligned element for element with the
+/// `[batch, max_history()]` item buffer (`0` at padding), as `seqrec_data::EvalBatcher` fills them
+/// for the [`ContextConfig`] the model asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryContext<'a> {
+    /// `[batch, max_history()]` time-gap buckets (`seqrec_data::context`).
+    pub time_buckets: &'a [u32],
+    /// `[batch, max_history()]` positions.
+    pub positions: &'a [u32],
+}
+
 /// A next-item recommender.
 ///
 /// Histories are passed in SASRec's layout: a row-major `[batch, max_history()]` buffer of dense item
@@ -87,6 +98,26 @@ pub trait Model {
 
     /// Scores every item for each of `batch` histories (`histories`: `[batch, max_history()]`).
     fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]);
+
+    /// The per-event context features the model reads when scoring, `None` (the default) for a
+    /// model that reads item ids only. When `Some`, callers should score through
+    /// [`Model::score_with_context`] with features built for this config.
+    fn context(&self) -> Option<ContextConfig> {
+        None
+    }
+
+    /// Scores like [`Model::score`] with per-event context features. The default ignores the
+    /// context, which is right for every model whose [`Model::context`] is `None`.
+    fn score_with_context(
+        &mut self,
+        histories: &[u32],
+        context: HistoryContext<'_>,
+        batch: usize,
+        scores: &mut [f32],
+    ) {
+        let _ = context;
+        self.score(histories, batch, scores);
+    }
 
     /// Writes everything needed to resume (parameters, optimizer state) into `dir`, atomically per file.
     fn save(&self, dir: &Path) -> Result<(), ModelError>;

@@ -334,7 +334,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "gru4rec",
         "model.loss",
-        "\"ce\" (full softmax) or \"sampled_ce\" (in-batch + popularity negatives, log-Q).",
+        "\"ce\" (full softmax), \"sampled_ce\" (in-batch + popularity negatives, log-Q) or \"bpr_max\" (same candidates, BPR-max with bpreg).",
     ),
     (
         "gru4rec",
@@ -353,15 +353,29 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "gru4rec",
+        "model.bpreg",
+        "Score regularisation of bpr_max (GRU4Rec's bpreg, 1.0).",
+    ),
+    (
+        "gru4rec",
+        "model.batching",
+        "\"windows\" (last maxlen events per user, every position a target) or \"session_parallel\" (GRU4Rec lanes, state reset per session, one-step BPTT).",
+    ),
+    (
+        "gru4rec",
         "model.batch_size",
-        "Training sequences per batch (128).",
+        "Training sequences per batch, or lanes with session_parallel (128).",
     ),
     (
         "gru4rec",
         "model.maxlen",
         "Window length: the last maxlen items of each user (200).",
     ),
-    ("gru4rec", "model.lr", "Adam learning rate (1e-3)."),
+    (
+        "gru4rec",
+        "model.lr",
+        "Adam learning rate (1e-2; 1e-3 learns far slower on ML-1M).",
+    ),
     ("gru4rec", "model.beta1", "Adam beta1 (0.9)."),
     ("gru4rec", "model.beta2", "Adam beta2 (0.999)."),
     (
@@ -388,6 +402,86 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "ease",
         "model.max_history",
         "History items scored: 0 = the whole history (default), else the most recent max_history.",
+    ),
+    (
+        "lstm_attn",
+        "model.embedding_dim",
+        "Item embedding width d, also the MLP output width (64).",
+    ),
+    ("lstm_attn", "model.hidden_size", "LSTM hidden units (64)."),
+    ("lstm_attn", "model.num_layers", "Stacked LSTM layers (1)."),
+    (
+        "lstm_attn",
+        "model.attention_dim",
+        "Width of the additive attention projection (64).",
+    ),
+    (
+        "lstm_attn",
+        "model.mlp_hidden",
+        "Hidden width of the MLP head on [pooled; last state] (128).",
+    ),
+    (
+        "lstm_attn",
+        "model.tied",
+        "Score items with the input item embedding instead of a separate output table (true).",
+    ),
+    (
+        "lstm_attn",
+        "model.context",
+        "Context fusion: \"none\", \"concat\" (LSTM input), \"add\" (LSTM input) or \"attention\" (context-conditioned pooling).",
+    ),
+    (
+        "lstm_attn",
+        "model.context_dim",
+        "Width of the time-gap and position embeddings for concat/attention (16; add uses embedding_dim).",
+    ),
+    (
+        "lstm_attn",
+        "model.n_time_buckets",
+        "Time-gap log buckets incl. padding and first event (24, >= 3).",
+    ),
+    (
+        "lstm_attn",
+        "model.max_position",
+        "Positions from the sequence start are capped here (512).",
+    ),
+    (
+        "lstm_attn",
+        "model.dropout_embedding",
+        "Dropout on the LSTM input, in [0, 1).",
+    ),
+    (
+        "lstm_attn",
+        "model.dropout_hidden",
+        "Dropout on the MLP input, in [0, 1).",
+    ),
+    (
+        "lstm_attn",
+        "model.batch_size",
+        "Training sequences per batch (128).",
+    ),
+    (
+        "lstm_attn",
+        "model.maxlen",
+        "Window length: the last maxlen events of each user, every position a target (200).",
+    ),
+    ("lstm_attn", "model.lr", "Adam learning rate (1e-3)."),
+    ("lstm_attn", "model.beta1", "Adam beta1 (0.9)."),
+    ("lstm_attn", "model.beta2", "Adam beta2 (0.999)."),
+    (
+        "lstm_attn",
+        "model.eps",
+        "Adam eps, outside the square root as in PyTorch (1e-8).",
+    ),
+    (
+        "lstm_attn",
+        "model.weight_decay",
+        "L2 weight decay added to the gradient (0).",
+    ),
+    (
+        "lstm_attn",
+        "model.clip_grad_norm",
+        "Clip the global gradient norm to this value (5; absent: no clipping).",
     ),
 ];
 

@@ -177,13 +177,24 @@ pub fn evaluate_protocols(
         });
     }
     let kmax = s.cutoffs.max();
-    let mut batcher = EvalBatcher::new(ds, cases, s.batch_size, model.max_history().max(1), None)?;
+    // Models that read per-event context (time gaps, positions) get it built for their config.
+    let context = model.context();
+    let mut batcher =
+        EvalBatcher::new(ds, cases, s.batch_size, model.max_history().max(1), context)?;
     let mut scores = vec![0f32; s.batch_size * width];
     while let Some(b) = batcher.next_batch() {
         let rows = b.rows;
         let l = b.maxlen;
         let scores = &mut scores[..rows * width];
-        model.score(&b.inputs[..rows * l], rows, scores);
+        if context.is_some() {
+            let ctx = seqrec_models::HistoryContext {
+                time_buckets: &b.time_buckets[..rows * l],
+                positions: &b.positions[..rows * l],
+            };
+            model.score_with_context(&b.inputs[..rows * l], ctx, rows, scores);
+        } else {
+            model.score(&b.inputs[..rows * l], rows, scores);
+        }
         for run in &mut runs {
             let want_top = run.cat.is_some();
             let negatives = &run.negatives;
