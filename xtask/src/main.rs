@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the seqrec task runner.
 
+mod compare;
 mod data;
 mod gradcheck;
 
@@ -38,6 +39,8 @@ enum Command {
     Recommend(Box<recommend::RecommendArgs>),
     /// Serve a run over HTTP (recommendations, user events, metrics, hot reload).
     Serve(Box<seqrec_serve::cli::ServeArgs>),
+    /// Compare two runs (or per-user CSVs) user by user: difference with 95% CI, t-test, Wilcoxon.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Recommend(args) => recommend::run(*args),
         Command::Serve(args) => serve::run(*args),
+        Command::Compare(args) => compare::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

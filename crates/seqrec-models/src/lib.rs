@@ -29,12 +29,14 @@
 #![deny(missing_docs)]
 
 mod adam;
+pub mod ease;
 pub mod gru4rec;
 pub mod lstm_attn;
 mod model;
 mod mostpop;
 mod sasrec;
 
+pub use ease::{Ease, EaseConfig};
 pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
 pub use model::{EpochReport, HistoryContext, Model, ModelError, Recurrent, StepReport};

@@ -251,7 +251,7 @@ pub const FIELD_DOCS: &[(&str, &str)] = &[
 ];
 
 /// Documentation of each model's hyper-parameters: `(model, "model.<key>", doc)`. The text follows the
-/// doc comments of the model's config type (`seqrec_models::SasrecConfig`, `Gru4recConfig`).
+/// doc comments of the model's config type (`seqrec_models::SasrecConfig`, `Gru4recConfig`, `EaseConfig`).
 pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "sasrec",
@@ -371,7 +371,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "model.maxlen",
         "Window length: the last maxlen items of each user (200).",
     ),
-    ("gru4rec", "model.lr", "Adam learning rate (1e-2; 1e-3 learns far slower on ML-1M)."),
+    (
+        "gru4rec",
+        "model.lr",
+        "Adam learning rate (1e-2; 1e-3 learns far slower on ML-1M).",
+    ),
     ("gru4rec", "model.beta1", "Adam beta1 (0.9)."),
     ("gru4rec", "model.beta2", "Adam beta2 (0.999)."),
     (
@@ -388,6 +392,16 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "gru4rec",
         "model.clip_grad_norm",
         "Clip the global gradient norm to this value (absent: no clipping).",
+    ),
+    (
+        "ease",
+        "model.lambda",
+        "L2 regularisation added to the diagonal of X^T X, > 0 (250, tuned on ML-1M validation). Train with --epochs 1: the closed form is computed once.",
+    ),
+    (
+        "ease",
+        "model.max_history",
+        "History items scored: 0 = the whole history (default), else the most recent max_history.",
     ),
     (
         "lstm_attn",

@@ -5,8 +5,8 @@
 
 use seqrec_data::Sequences;
 use seqrec_models::{
-    Gru4rec, Gru4recConfig, LstmAttn, LstmAttnConfig, Model, ModelError, MostPop, Sasrec,
-    SasrecConfig,
+    Ease, EaseConfig, Gru4rec, Gru4recConfig, LstmAttn, LstmAttnConfig, Model, ModelError, MostPop,
+    Sasrec, SasrecConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,8 @@ registry! {
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
     /// LSTM encoder + causal attention pooling + MLP head, with optional time/position context fusion.
     "lstm_attn" => LstmAttn(LstmAttnConfig) = |c, t, s| Ok(Box::new(LstmAttn::new(c.clone(), t, s)?));
+    /// EASE (Steck 2019), the closed-form item-item baseline (one epoch: `--epochs 1`; feature `ease`).
+    "ease" => Ease(EaseConfig) = |c, t, _s| Ok(Box::new(Ease::new(c.clone(), t)?));
 }
 
 /// SASRec with the paper's ML-1M settings: the main job of `cargo xtask train`.
