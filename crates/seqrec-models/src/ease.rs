@@ -436,6 +436,11 @@ impl Model for Ease {
         "ease"
     }
 
+    /// The closed form is computed by the first epoch; later epochs would change nothing.
+    fn epochs_needed(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn n_items(&self) -> usize {
         self.n_items
     }

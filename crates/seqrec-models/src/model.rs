@@ -146,6 +146,13 @@ pub trait Model {
         let _ = history;
         None
     }
+
+    /// The number of epochs after which more training cannot change the model (a closed-form fit
+    /// such as EASE: `Some(1)`). The training loop evaluates and stops there instead of running to
+    /// `epochs`. `None` (the default) for iterative models.
+    fn epochs_needed(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Incremental inference of a recurrent model: the state of a user is a flat `f32` vector that one

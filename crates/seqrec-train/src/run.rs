@@ -399,7 +399,10 @@ fn train_loop(
         state.train_seconds += t0.elapsed().as_secs_f64();
         state.losses.push(report.loss);
         state.epochs_done = epoch + 1;
-        let eval_now = (epoch + 1) % cfg.train.eval_every == 0 || epoch + 1 == cfg.train.epochs;
+        // A closed-form model is done after the epochs it needs: evaluate it and stop there.
+        let converged = model.epochs_needed().is_some_and(|n| epoch + 1 >= n);
+        let eval_now =
+            (epoch + 1) % cfg.train.eval_every == 0 || epoch + 1 == cfg.train.epochs || converged;
         let mut improved = false;
         if eval_now {
             let v = match evaluate(
@@ -475,6 +478,10 @@ fn train_loop(
         }
         if cfg.train.patience > 0 && state.evals_since_best >= cfg.train.patience {
             stop = StopReason::EarlyStopped { epoch: epoch + 1 };
+            break;
+        }
+        if converged {
+            stop = StopReason::Completed;
             break;
         }
         if opts.stop_after_epoch == Some(epoch) && epoch + 1 < cfg.train.epochs {

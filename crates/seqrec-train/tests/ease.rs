@@ -17,8 +17,8 @@ fn ease_on_ml100k_beats_mostpop_and_reloads_exactly() {
     cfg.set("model.model", "ease").unwrap();
     cfg.set("model.lambda", "200").unwrap();
     assert!(matches!(&cfg.model, ModelConfig::Ease(c) if c.lambda == 200.0));
-    cfg.train.epochs = 1;
-    cfg.train.eval_every = 1;
+    // The default 200 epochs and evaluation every 5: EASE tells the loop it is done after one.
+    assert_eq!((cfg.train.epochs, cfg.train.eval_every), (200, 5));
     cfg.out = dir.join("run");
     let opts = RunOptions {
         quiet: true,
@@ -41,6 +41,8 @@ fn ease_on_ml100k_beats_mostpop_and_reloads_exactly() {
     let m = &s.metrics;
     assert_eq!(m["model"], "ease");
     assert_eq!(m["train"]["epochs"], 1);
+    assert_eq!(m["train"]["stop"], "completed");
+    assert_eq!(m["train"]["best_epoch"], 1);
     assert_eq!(m["test"]["full"]["ndcg@10"], ndcg);
     assert_eq!(m["model_config"]["lambda"], 200.0);
 
