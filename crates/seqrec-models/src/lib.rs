@@ -36,4 +36,6 @@ mod sasrec;
 pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;
-pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};
+pub use sasrec::{
+    GsasrecConfig, Sasrec, SasrecConfig, SasrecLoss, SasrecNet, SasrecSampler, TrainInputs,
+};

@@ -4,7 +4,9 @@
 //! `Default` + `validate`) and how to build it from the training sequences and the seed.
 
 use seqrec_data::Sequences;
-use seqrec_models::{Gru4rec, Gru4recConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig};
+use seqrec_models::{
+    Gru4rec, Gru4recConfig, GsasrecConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`MostPop`]: it has no hyper-parameters.
@@ -63,6 +65,10 @@ registry! {
     "mostpop" => MostPop(MostPopConfig) = |_c, t, _s| Ok(Box::new(MostPop::new(t)));
     /// SASRec (Kang & McAuley 2018), BCE with one negative or full softmax cross-entropy ("SASRec+").
     "sasrec" => Sasrec(SasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.clone(), t, s)?));
+    /// gSASRec (Petrov & Macdonald 2023): SASRec trained with gBCE over 256 negatives per position,
+    /// with the official repository's ML-1M settings. The same network as `sasrec` (whose `loss` can
+    /// also be set to `"gbce"` or `"sampled_softmax"`); only the defaults differ.
+    "gsasrec" => Gsasrec(GsasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.to_sasrec(), t, s)?));
     /// GRU4Rec (Hidasi et al. 2016), full or sampled softmax cross-entropy.
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
 }
