@@ -1,6 +1,8 @@
 //! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements,
-//! [`MostPop`], the popularity floor reported next to every model, and [`Sasrec`] (SASRec with the
-//! paper's sampled BCE or the full-softmax "SASRec+" loss, configured by [`SasrecConfig`]).
+//! [`MostPop`], the popularity floor reported next to every model, [`Sasrec`] (SASRec with the
+//! paper's sampled BCE, the full-softmax "SASRec+" loss, gSASRec's gBCE or a log-Q sampled softmax,
+//! configured by [`SasrecConfig`] or [`GsasrecConfig`]) and [`Bert4rec`] (bidirectional cloze
+//! training, [`Bert4recConfig`]).
 //!
 //! A model is built from its documented config and the training sequences of a split, trains one epoch
 //! at a time, scores histories against the whole catalogue, and saves/loads everything needed to resume
@@ -28,11 +30,13 @@
 #![deny(missing_docs)]
 
 mod adam;
+mod bert4rec;
 pub mod gru4rec;
 mod model;
 mod mostpop;
 mod sasrec;
 
+pub use bert4rec::{Bert4rec, Bert4recConfig, Bert4recNet};
 pub use gru4rec::{Gru4rec, Gru4recConfig, Gru4recLoss};
 pub use model::{EpochReport, Model, ModelError, StepReport};
 pub use mostpop::MostPop;

@@ -1124,7 +1124,7 @@ const MODEL_FILE: &str = "model.safetensors";
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 
-fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
+pub(crate) fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
     ModelError::Checkpoint {
         path: path.display().to_string(),
         message: message.to_string(),
@@ -1132,7 +1132,7 @@ fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);

@@ -402,6 +402,73 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "Clip the global gradient norm to this value (absent: no clipping).",
     ),
     (
+        "bert4rec",
+        "model.hidden",
+        "Embedding and hidden width d (Klenitskiy & Vasilev, ML-1M: 64).",
+    ),
+    (
+        "bert4rec",
+        "model.blocks",
+        "Transformer blocks, post-LN, GELU, bidirectional (2).",
+    ),
+    (
+        "bert4rec",
+        "model.heads",
+        "Attention heads; must divide hidden (2).",
+    ),
+    ("bert4rec", "model.ff", "Feed-forward width (256 = 4d)."),
+    (
+        "bert4rec",
+        "model.maxlen",
+        "Window length, also the number of learned positions (200).",
+    ),
+    (
+        "bert4rec",
+        "model.dropout",
+        "Dropout of embeddings, attention weights and residual branches (0.1).",
+    ),
+    (
+        "bert4rec",
+        "model.mask_prob",
+        "Probability that a training position is replaced by [MASK]; at least one per row (0.2).",
+    ),
+    (
+        "bert4rec",
+        "model.head_transform",
+        "The paper's output projection LN(GELU(W h + b)) before the tied item table (true).",
+    ),
+    (
+        "bert4rec",
+        "model.layer_norm_eps",
+        "Layer-norm epsilon (Hugging Face BERT: 1e-12).",
+    ),
+    ("bert4rec", "model.lr", "Adam learning rate (0.001)."),
+    (
+        "bert4rec",
+        "model.betas",
+        "Adam (beta1, beta2) (0.9, 0.999).",
+    ),
+    (
+        "bert4rec",
+        "model.adam_eps",
+        "Adam epsilon, outside the square root as in PyTorch (1e-8).",
+    ),
+    (
+        "bert4rec",
+        "model.weight_decay",
+        "L2 weight decay added to the gradient (0).",
+    ),
+    (
+        "bert4rec",
+        "model.batch_size",
+        "Sequences per training batch (128).",
+    ),
+    (
+        "bert4rec",
+        "model.clip_grad_norm",
+        "Clip the global gradient norm to this value (absent: no clipping).",
+    ),
+    (
         "gru4rec",
         "model.embedding_dim",
         "Width of the input item embedding (must equal hidden_size when constrained).",
