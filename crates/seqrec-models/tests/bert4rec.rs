@@ -405,3 +405,60 @@ fn ml100k_smoke_loss_falls_and_ndcg_rises() {
     assert!(losses[2] < losses[0], "losses {losses:?}");
     assert!(after > 2.0 * before, "NDCG@10 {before} -> {after}");
 }
+
+/// A tensor of the PyTorch fixture: shape and row-major values.
+#[derive(serde::Deserialize)]
+struct Fixture {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+/// Step 0 against PyTorch (`scripts/fixtures_bert4rec.py`: `nn.TransformerEncoderLayer` with
+/// `src_key_padding_mask`, post-LN, GELU, float64): the loss, every parameter gradient and the
+/// evaluation scores.
+#[test]
+fn matches_pytorch_reference_at_step_0() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bert4rec.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let fx: std::collections::HashMap<String, Fixture> = serde_json::from_str(&text).unwrap();
+    let ids = |k: &str| -> Vec<u32> { fx[k].data.iter().map(|&v| v as u32).collect() };
+    let (inputs, labels, histories) = (
+        ids("batch.inputs"),
+        ids("batch.labels"),
+        ids("batch.histories"),
+    );
+    let mut net = Bert4recNet::<f64>::new(&tiny(), 7, 0).unwrap();
+    let mut n = 0;
+    net.visit_params_mut(&mut |p| {
+        let f = &fx[&format!("param.{}", p.name)];
+        assert_eq!(f.shape, p.value.shape(), "{}", p.name);
+        p.value.as_mut_slice().copy_from_slice(&f.data);
+        n += 1;
+    });
+    assert_eq!(n, 2 + 2 + 2 * 12 + 4 + 1);
+    net.zero_grad();
+    let got = net.forward_backward(&inputs, &labels, 3, Phase::Eval);
+    let want = fx["loss"].data[0];
+    assert!(
+        (got - want).abs() <= 1e-12 * want.abs(),
+        "loss {got} vs torch {want}"
+    );
+    net.visit_params(&mut |p| {
+        let want = &fx[&format!("grad.{}", p.name)].data;
+        for (i, (&g, &w)) in p.grad.as_slice().iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+                "d {}[{i}] = {g} vs torch {w}",
+                p.name
+            );
+        }
+    });
+    let mut scores = vec![0.0f64; 3 * 8];
+    net.score(&histories, 3, &mut scores);
+    for (i, (&s, &w)) in scores.iter().zip(&fx["scores"].data).enumerate() {
+        assert!(
+            (s - w).abs() <= 1e-12 + 1e-9 * w.abs(),
+            "score [{i}] = {s} vs torch {w}"
+        );
+    }
+}
