@@ -4,6 +4,7 @@
 //!
 //! - gSASRec: `GsasrecConfig::default()` (d 128, 2 blocks, 256 negatives per position, gBCE);
 //! - sampled softmax: the same network with `loss = sampled_softmax` (256 uniform negatives);
+//! - gSASRec at SASRec's width (d 50, dropout 0.2), to set against `sasrec_epoch`;
 //! - BERT4Rec: `Bert4recConfig::default()` (d 64, 2 blocks, 2 heads, FFN 256, mask probability 0.2,
 //!   full softmax over the masked positions).
 //!
@@ -29,12 +30,22 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("transformers_ml1m");
     g.sample_size(10);
-    for (name, loss) in [
-        ("gsasrec_train_step", SasrecLoss::Gbce),
-        ("sampled_softmax_train_step", SasrecLoss::SampledSoftmax),
+    // `_d50`: gSASRec's loss at SASRec's width and dropout (d 50, dropout 0.2), to compare the cost
+    // of 256 negatives with `sasrec_epoch`'s one-negative and full-softmax steps at the same width.
+    for (name, loss, hidden, dropout) in [
+        ("gsasrec_train_step", SasrecLoss::Gbce, 128, 0.5),
+        (
+            "sampled_softmax_train_step",
+            SasrecLoss::SampledSoftmax,
+            128,
+            0.5,
+        ),
+        ("gsasrec_d50_train_step", SasrecLoss::Gbce, 50, 0.2),
     ] {
         let config = GsasrecConfig {
             loss,
+            hidden,
+            dropout,
             ..GsasrecConfig::default()
         };
         let mut model = Sasrec::new(config.to_sasrec(), &subset, 0).unwrap();
