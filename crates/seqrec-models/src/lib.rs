@@ -1,7 +1,9 @@
 //! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements,
-//! [`MostPop`], the popularity floor reported next to every model, [`Gru4rec`], [`LstmAttn`]
-//! (LSTM + attention pooling with optional context fusion) and [`Sasrec`] (SASRec with the
-//! paper's sampled BCE or the full-softmax "SASRec+" loss, configured by [`SasrecConfig`]).
+//! [`MostPop`], the popularity floor reported next to every model, [`Ease`] (closed-form item-item,
+//! feature `ease`), [`Gru4rec`], [`LstmAttn`] (LSTM + attention pooling with optional context fusion),
+//! [`Sasrec`] (SASRec with the paper's sampled BCE, the full-softmax "SASRec+" loss, gSASRec's gBCE or
+//! a log-Q sampled softmax, configured by [`SasrecConfig`] or [`GsasrecConfig`]) and [`Bert4rec`]
+//! (bidirectional cloze training, [`Bert4recConfig`]).
 //!
 //! A model is built from its documented config and the training sequences of a split, trains one epoch
 //! at a time, scores histories against the whole catalogue, and saves/loads everything needed to resume
@@ -29,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod adam;
+mod bert4rec;
 pub mod ease;
 pub mod gru4rec;
 pub mod lstm_attn;
@@ -36,9 +39,12 @@ mod model;
 mod mostpop;
 mod sasrec;
 
+pub use bert4rec::{Bert4rec, Bert4recConfig, Bert4recNet};
 pub use ease::{Ease, EaseConfig};
 pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
 pub use model::{EpochReport, HistoryContext, Model, ModelError, Recurrent, StepReport};
 pub use mostpop::MostPop;
-pub use sasrec::{Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};
+pub use sasrec::{
+    GsasrecConfig, Sasrec, SasrecConfig, SasrecLoss, SasrecNet, SasrecSampler, TrainInputs,
+};

@@ -1,7 +1,8 @@
 //! [`Sasrec`]: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018), trained with the
-//! paper's binary cross-entropy over one sampled negative per position ([`SasrecLoss::Bce`]) or with a
-//! full softmax cross-entropy over the catalogue ([`SasrecLoss::Ce`], "SASRec+" of Klenitskiy & Vasilev,
-//! RecSys 2023).
+//! paper's binary cross-entropy over one sampled negative per position ([`SasrecLoss::Bce`]), a full
+//! softmax cross-entropy over the catalogue ([`SasrecLoss::Ce`], "SASRec+" of Klenitskiy & Vasilev,
+//! RecSys 2023), gSASRec's gBCE over many negatives ([`SasrecLoss::Gbce`]) or a log-Q corrected
+//! sampled softmax ([`SasrecLoss::SampledSoftmax`]).
 //!
 //! The network ([`SasrecNet`], generic over the float type so the whole model can be gradient-checked in
 //! `f64`) follows the reference code (`kang205/SASRec`, `pmixer/SASRec.pytorch` `model.py::log2feats`):
@@ -26,6 +27,17 @@
 //!   terms), the negative uniform over the items the user never touched in training;
 //! - `Ce`: `lse_j(h.E[j]) - h.E[pos]` over the items `j = 1..=n_items` (the padding column is masked
 //!   out of the softmax; the padding row of the table never receives a gradient).
+//! - `Gbce` (gSASRec, Petrov & Macdonald 2023): `k = negatives` negatives per position, uniform over
+//!   the items the user never touched in training (drawn independently for every position, as the
+//!   gSASRec repository's `randint(batch, len, k)`), and
+//!   `(1/(1+k)) [β softplus(-x+) + sum_j softplus(x_j)]` with `β = gbce_beta(k, n_items, gbce_t)`;
+//! - `SampledSoftmax`: the same `k` negatives per position from a uniform or popularity sampler,
+//!   `lse(x+, x_j - ln(k q_j)) - x+` (log-Q correction on the negatives, so that the sampled sum
+//!   estimates the full softmax denominator).
+//!
+//! `E` above is the output table: `item_emb` itself (`tied_output = true`, SASRec) or a separate
+//! `output_emb` table (`false`, gSASRec's default). [`GsasrecConfig`] holds gSASRec's defaults for the
+//! same network (model `gsasrec` in the registry).
 //!
 //! With `l2_emb > 0` the loss adds `l2_emb * ||item_emb||_2` (SASRec.pytorch: `torch.norm(param)`, the
 //! Frobenius norm, not squared).
@@ -56,43 +68,176 @@ use crate::model::{EpochReport, Model, ModelError, StepReport};
 
 /// Training objective of [`Sasrec`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SasrecLoss {
     /// Binary cross-entropy with one uniformly sampled negative per position (the paper).
     #[default]
     Bce,
     /// Full softmax cross-entropy over every item ("SASRec+", Klenitskiy & Vasilev 2023).
     Ce,
+    /// gSASRec's generalised BCE (Petrov & Macdonald 2023) over `negatives` uniform negatives per
+    /// position, calibrated by `gbce_t`.
+    Gbce,
+    /// Softmax over the positive and `negatives` sampled negatives per position with the log-Q
+    /// correction (Bengio & Senécal 2008; Yi et al. 2019), drawn by `sampler`.
+    SampledSoftmax,
 }
 
-/// Hyper-parameters of [`Sasrec`]. The defaults are the paper's for MovieLens-1M.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SasrecConfig {
-    /// Embedding and hidden width `d` (paper: 50).
-    pub hidden: usize,
-    /// Number of self-attention blocks (paper: 2).
-    pub blocks: usize,
-    /// Attention heads; must divide `hidden` (paper: 1).
-    pub heads: usize,
-    /// Length of the history window, also the number of learned positions (paper on ML-1M: 200).
-    pub maxlen: usize,
-    /// Dropout probability of the embeddings, attention weights and feed-forward layers (ML-1M: 0.2).
-    pub dropout: f64,
-    /// Adam learning rate (0.001).
-    pub lr: f64,
-    /// Adam `(beta1, beta2)` (the reference code: `(0.9, 0.98)`).
-    pub betas: (f64, f64),
-    /// Adam epsilon, added outside the square root as in PyTorch (1e-8).
-    pub adam_eps: f64,
-    /// Sequences per training batch (128).
-    pub batch_size: usize,
-    /// Coefficient of `||item_emb||_2` added to the loss (SASRec.pytorch's `l2_emb`, default 0).
-    pub l2_emb: f64,
-    /// Training objective (`"bce"` or `"ce"`).
-    pub loss: SasrecLoss,
-    /// Clip the global gradient norm to this value before each step (`None`: no clipping, the paper).
-    pub clip_grad_norm: Option<f64>,
+impl SasrecLoss {
+    /// Whether the loss reads `negatives` sampled negatives per position (`gbce`, `sampled_softmax`).
+    pub fn is_multi_negative(self) -> bool {
+        matches!(self, SasrecLoss::Gbce | SasrecLoss::SampledSoftmax)
+    }
+}
+
+/// The distribution the negatives of [`SasrecLoss::SampledSoftmax`] are drawn from (before the user's
+/// own training items are excluded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SasrecSampler {
+    /// Every item equally likely.
+    #[default]
+    Uniform,
+    /// Proportional to the item's number of training events (BERT4Rec's popularity sampling).
+    Popularity,
+}
+
+/// Declares a config struct with SASRec's hyper-parameters: [`SasrecConfig`] (the SASRec paper's
+/// defaults) and [`GsasrecConfig`] (the gSASRec repository's defaults) share the fields and differ only in
+/// their `Default`, so a TOML file that leaves a key out gets the default of the model it names.
+macro_rules! sasrec_config {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            /// Embedding and hidden width `d`.
+            pub hidden: usize,
+            /// Number of self-attention blocks.
+            pub blocks: usize,
+            /// Attention heads; must divide `hidden`.
+            pub heads: usize,
+            /// Length of the history window, also the number of learned positions.
+            pub maxlen: usize,
+            /// Dropout probability of the embeddings, attention weights and feed-forward layers.
+            pub dropout: f64,
+            /// Adam learning rate.
+            pub lr: f64,
+            /// Adam `(beta1, beta2)`.
+            pub betas: (f64, f64),
+            /// Adam epsilon, added outside the square root as in PyTorch.
+            pub adam_eps: f64,
+            /// Sequences per training batch.
+            pub batch_size: usize,
+            /// Coefficient of `||item_emb||_2` added to the loss (SASRec.pytorch's `l2_emb`).
+            pub l2_emb: f64,
+            /// Training objective (`"bce"`, `"ce"`, `"gbce"` or `"sampled_softmax"`).
+            pub loss: SasrecLoss,
+            /// Negatives per position of `gbce` and `sampled_softmax` (`bce` always draws one).
+            pub negatives: usize,
+            /// gBCE calibration `t` in `[0, 1]` (0: plain BCE over the negatives; 1: fully calibrated).
+            pub gbce_t: f64,
+            /// Distribution of the `sampled_softmax` negatives.
+            pub sampler: SasrecSampler,
+            /// Score with the input item table (`true`, SASRec) or a separate output table
+            /// `output_emb` (`false`, the gSASRec repository's `reuse_item_embeddings = False`).
+            pub tied_output: bool,
+            /// Clip the global gradient norm to this value before each step (`None`: no clipping).
+            pub clip_grad_norm: Option<f64>,
+        }
+
+        impl From<$name> for SasrecParts {
+            fn from(c: $name) -> Self {
+                SasrecParts {
+                    hidden: c.hidden,
+                    blocks: c.blocks,
+                    heads: c.heads,
+                    maxlen: c.maxlen,
+                    dropout: c.dropout,
+                    lr: c.lr,
+                    betas: c.betas,
+                    adam_eps: c.adam_eps,
+                    batch_size: c.batch_size,
+                    l2_emb: c.l2_emb,
+                    loss: c.loss,
+                    negatives: c.negatives,
+                    gbce_t: c.gbce_t,
+                    sampler: c.sampler,
+                    tied_output: c.tied_output,
+                    clip_grad_norm: c.clip_grad_norm,
+                }
+            }
+        }
+
+        impl From<SasrecParts> for $name {
+            fn from(c: SasrecParts) -> Self {
+                $name {
+                    hidden: c.hidden,
+                    blocks: c.blocks,
+                    heads: c.heads,
+                    maxlen: c.maxlen,
+                    dropout: c.dropout,
+                    lr: c.lr,
+                    betas: c.betas,
+                    adam_eps: c.adam_eps,
+                    batch_size: c.batch_size,
+                    l2_emb: c.l2_emb,
+                    loss: c.loss,
+                    negatives: c.negatives,
+                    gbce_t: c.gbce_t,
+                    sampler: c.sampler,
+                    tied_output: c.tied_output,
+                    clip_grad_norm: c.clip_grad_norm,
+                }
+            }
+        }
+    };
+}
+
+/// The fields both config types convert through (a private plain copy, so that the conversions
+/// between [`SasrecConfig`] and [`GsasrecConfig`] are written once by the macro).
+struct SasrecParts {
+    hidden: usize,
+    blocks: usize,
+    heads: usize,
+    maxlen: usize,
+    dropout: f64,
+    lr: f64,
+    betas: (f64, f64),
+    adam_eps: f64,
+    batch_size: usize,
+    l2_emb: f64,
+    loss: SasrecLoss,
+    negatives: usize,
+    gbce_t: f64,
+    sampler: SasrecSampler,
+    tied_output: bool,
+    clip_grad_norm: Option<f64>,
+}
+
+sasrec_config! {
+    /// Hyper-parameters of [`Sasrec`]. The defaults are the SASRec paper's for MovieLens-1M: `d = 50`, 2
+    /// blocks, 1 head, `maxlen = 200`, dropout 0.2, Adam lr 0.001 with betas `(0.9, 0.98)` (the
+    /// reference code), batch 128, BCE with one negative, the item table shared with the output. The
+    /// multi-negative losses default to 256 negatives and `gbce_t = 0.75` when selected.
+    SasrecConfig
+}
+
+sasrec_config! {
+    /// Hyper-parameters of gSASRec (Petrov & Macdonald, RecSys 2023): the same network and fields as
+    /// [`SasrecConfig`], with the defaults of the official repository's MovieLens-1M configuration
+    /// (`asash/gSASRec-pytorch`, `config_ml1m.py` and its pre-trained checkpoint): `d = 128`, 2 blocks,
+    /// 1 head, `maxlen = 200`, dropout 0.5, gBCE with 256 negatives per position and `t = 0.75`, a
+    /// separate output item table, batch 128, `torch.optim.Adam` defaults (lr 0.001, betas
+    /// `(0.9, 0.999)`).
+    ///
+    /// Differences from that repository, all deliberate: negatives exclude the user's own training
+    /// items (the repository draws from the whole catalogue, so a user's other positives can be drawn
+    /// as negatives; `β` is still computed from the repository's pool size `n_items - 1`); the input
+    /// embeddings are scaled by `sqrt(d)` and the layer norms use eps 1e-8 (SASRec's code; the
+    /// repository uses no scaling and PyTorch's 1e-5); an epoch is a full pass over the training users
+    /// (the repository's "epoch" is 100 batches).
+    GsasrecConfig
 }
 
 impl Default for SasrecConfig {
@@ -109,8 +254,50 @@ impl Default for SasrecConfig {
             batch_size: 128,
             l2_emb: 0.0,
             loss: SasrecLoss::Bce,
+            negatives: 256,
+            gbce_t: 0.75,
+            sampler: SasrecSampler::Uniform,
+            tied_output: true,
             clip_grad_norm: None,
         }
+    }
+}
+
+impl Default for GsasrecConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 128,
+            blocks: 2,
+            heads: 1,
+            maxlen: 200,
+            dropout: 0.5,
+            lr: 0.001,
+            betas: (0.9, 0.999),
+            adam_eps: 1e-8,
+            batch_size: 128,
+            l2_emb: 0.0,
+            loss: SasrecLoss::Gbce,
+            negatives: 256,
+            gbce_t: 0.75,
+            sampler: SasrecSampler::Uniform,
+            tied_output: false,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+impl GsasrecConfig {
+    /// The same settings as a [`SasrecConfig`] (what [`Sasrec::new`] takes).
+    pub fn to_sasrec(&self) -> SasrecConfig {
+        SasrecParts::from(self.clone()).into()
+    }
+
+    /// Checks every field (see [`SasrecConfig::validate`]).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] naming the first bad field and its value.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.to_sasrec().validate()
     }
 }
 
@@ -164,6 +351,12 @@ impl SasrecConfig {
         {
             return Err(bad("clip_grad_norm", c, "must be finite and > 0"));
         }
+        if self.loss.is_multi_negative() && self.negatives == 0 {
+            return Err(bad("negatives", self.negatives, "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.gbce_t) {
+            return Err(bad("gbce_t", self.gbce_t, "must be in [0, 1]"));
+        }
         Ok(())
     }
 }
@@ -178,8 +371,9 @@ pub struct TrainInputs<'a> {
     pub inputs: &'a [u32],
     /// `[rows, maxlen]` positive targets (0 = no loss at this position).
     pub targets: &'a [u32],
-    /// `[rows, maxlen]` one negative per position (read by [`SasrecLoss::Bce`] only; may be empty for
-    /// [`SasrecLoss::Ce`]).
+    /// Negatives: `[rows, maxlen]` (one per position) for [`SasrecLoss::Bce`],
+    /// `[rows, maxlen, negatives]` for [`SasrecLoss::Gbce`] and [`SasrecLoss::SampledSoftmax`]; may be
+    /// empty for [`SasrecLoss::Ce`].
     pub negatives: &'a [u32],
 }
 
@@ -206,6 +400,8 @@ struct NetCache<T> {
     dlogits: Tensor<T>,
     /// `[batch * maxlen]` rows with a target.
     valid: Vec<bool>,
+    /// Sampled softmax: `[batch * maxlen, 1 + negatives]` log-Q corrections.
+    log_q: Tensor<T>,
     /// CE: compact rows of `h` with a target and their gradient, `[chunk, d]`.
     hv: Tensor<T>,
     dhv: Tensor<T>,
@@ -229,6 +425,13 @@ pub struct SasrecNet<T> {
     pub pos_emb: PositionalEmbedding<T>,
     /// `encoder.layers.{i}.*` and `encoder.norm.*` (SASRec's `last_layernorm`).
     pub encoder: TransformerEncoder<T>,
+    /// `output_emb.weight`: `[n_items + 1, hidden]`, the separate output table when
+    /// `tied_output = false` (row 0 zero); `None` when the output is `item_emb`.
+    pub output_emb: Option<Embedding<T>>,
+    /// `ln q(i)` of the sampled-softmax sampler per item `0..=n_items` (empty: uniform).
+    sampling_log_q: Vec<f64>,
+    /// gBCE's `β` (1 for the other losses).
+    gbce_beta: f64,
     config: SasrecConfig,
     n_items: usize,
     emb_dropout_seed: u64,
@@ -251,6 +454,37 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
         s += x * y;
     }
     s
+}
+
+/// Dot product with 8 independent partial sums, so that the `f32` loop vectorises (the plain [`dot`]
+/// is a serial chain of adds). Used by the multi-negative losses, which take `1 + k` of them per
+/// position.
+fn dot8<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = dot(ra, rb);
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// The output table of a network: the separate `output_emb` when there is one, else `item_emb`
+/// (a free function so that it borrows only those two fields, not the cache).
+fn out_param<'a, T>(
+    item_emb: &'a mut Embedding<T>,
+    output_emb: &'a mut Option<Embedding<T>>,
+) -> &'a mut Param<T> {
+    match output_emb {
+        Some(o) => &mut o.weight,
+        None => &mut item_emb.weight,
+    }
 }
 
 /// `y += alpha * x`.
@@ -307,6 +541,34 @@ impl<T: Float> SasrecNet<T> {
                 p.value = rng.normal_tensor(&shape, xavier(shape[0], fan_in));
             }
         });
+        // After every other parameter, so that a tied network draws exactly the same weights as before
+        // the option existed.
+        let output_emb = if config.tied_output {
+            None
+        } else {
+            Some(
+                Embedding::new(
+                    "output_emb",
+                    n_items + 1,
+                    d,
+                    xavier(n_items + 1, d),
+                    Padding::Skip(0),
+                    &mut rng,
+                )
+                .map_err(nn)?,
+            )
+        };
+        let gbce_beta = if config.loss == SasrecLoss::Gbce {
+            seqrec_nn::loss::gbce_beta(config.negatives, n_items, config.gbce_t).map_err(|e| {
+                bad(
+                    "negatives",
+                    config.negatives,
+                    &format!("gBCE over {n_items} items: {e}"),
+                )
+            })?
+        } else {
+            1.0
+        };
         let cache = NetCache {
             enc: TransformerEncoderCache::new(&encoder, config.batch_size, config.maxlen),
             keep: Vec::new(),
@@ -320,6 +582,7 @@ impl<T: Float> SasrecNet<T> {
             logits: Tensor::zeros(&[0, 2]),
             dlogits: Tensor::zeros(&[0, 2]),
             valid: Vec::new(),
+            log_q: Tensor::zeros(&[0, 1]),
             hv: Tensor::zeros(&[0, d]),
             dhv: Tensor::zeros(&[0, d]),
             rows_idx: Vec::new(),
@@ -331,6 +594,9 @@ impl<T: Float> SasrecNet<T> {
             item_emb,
             pos_emb,
             encoder,
+            output_emb,
+            sampling_log_q: Vec::new(),
+            gbce_beta,
             config: config.clone(),
             n_items,
             emb_dropout_seed: splitmix64(seed ^ 0xE3B0),
@@ -346,6 +612,52 @@ impl<T: Float> SasrecNet<T> {
     /// Number of real items.
     pub fn n_items(&self) -> usize {
         self.n_items
+    }
+
+    /// gBCE's `β` for this catalogue (`gbce_beta(negatives, n_items, gbce_t)`; 1 for other losses).
+    pub fn gbce_beta(&self) -> f64 {
+        self.gbce_beta
+    }
+
+    /// Sets the sampling distribution the log-Q correction of [`SasrecLoss::SampledSoftmax`] assumes:
+    /// `weights[i]` is item `i`'s unnormalised probability (`weights[0]`, padding, is ignored). Without
+    /// a call the sampler is taken as uniform.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] if `weights` does not have `n_items + 1` entries or a weight is negative,
+    /// not finite, or all are zero.
+    pub fn set_sampling_weights(&mut self, weights: &[f64]) -> Result<(), ModelError> {
+        if weights.len() != self.n_items + 1 {
+            return Err(bad(
+                "sampler",
+                weights.len(),
+                &format!("expected {} sampling weights", self.n_items + 1),
+            ));
+        }
+        if let Some(w) = weights[1..].iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(bad(
+                "sampler",
+                w,
+                "sampling weights must be finite and >= 0",
+            ));
+        }
+        let total: f64 = weights[1..].iter().sum();
+        if total <= 0.0 {
+            return Err(bad("sampler", total, "sampling weights sum to zero"));
+        }
+        self.sampling_log_q.clear();
+        self.sampling_log_q.push(f64::NEG_INFINITY);
+        self.sampling_log_q
+            .extend(weights[1..].iter().map(|&w| (w / total).ln()));
+        Ok(())
+    }
+
+    /// The output item table: `output_emb` when untied, else `item_emb`. `[n_items + 1, hidden]`.
+    pub fn output_table(&self) -> &Param<T> {
+        match &self.output_emb {
+            Some(o) => &o.weight,
+            None => &self.item_emb.weight,
+        }
     }
 
     /// Forward through embeddings and encoder: `ids` `[batch, maxlen]` -> `cache.h` `[batch, maxlen, d]`.
@@ -420,6 +732,14 @@ impl<T: Float> SasrecNet<T> {
                 "SasrecNet: BCE needs one negative per position"
             );
         }
+        if self.config.loss.is_multi_negative() {
+            assert!(
+                b.negatives.len() >= n * self.config.negatives,
+                "SasrecNet: {:?} needs {} negatives per position",
+                self.config.loss,
+                self.config.negatives
+            );
+        }
     }
 
     /// The training loss of a batch (forward only, no gradient), under `phase`'s dropout.
@@ -451,6 +771,10 @@ impl<T: Float> SasrecNet<T> {
         let mut loss = match self.config.loss {
             SasrecLoss::Bce => self.bce(targets, &batch.negatives[..n], grad),
             SasrecLoss::Ce => self.ce(targets, grad),
+            SasrecLoss::Gbce | SasrecLoss::SampledSoftmax => {
+                let k = self.config.negatives;
+                self.multi_negative(targets, &batch.negatives[..n * k], grad)
+            }
         };
         if self.config.l2_emb > 0.0 {
             // loss += l2 ||E||  =>  dE += l2 E / ||E||
@@ -484,7 +808,8 @@ impl<T: Float> SasrecNet<T> {
         c.dlogits.resize(&[n, 2]);
         c.valid.clear();
         c.valid.extend(targets.iter().map(|&t| t != 0));
-        let e = self.item_emb.weight.value.as_slice();
+        let w = out_param(&mut self.item_emb, &mut self.output_emb);
+        let e = w.value.as_slice();
         let h = c.h.as_slice();
         // logits[r] = (h[r] . E[pos[r]], h[r] . E[neg[r]])
         for (r, lg) in c.logits.as_mut_slice().chunks_exact_mut(2).enumerate() {
@@ -502,7 +827,7 @@ impl<T: Float> SasrecNet<T> {
         }
         let loss = bce_with_logits(Some(&mut c.dlogits), &c.logits, &c.valid);
         // dh[r] = g0 E[pos] + g1 E[neg];  dE[pos] += g0 h[r];  dE[neg] += g1 h[r]
-        let eg = self.item_emb.weight.grad.as_mut_slice();
+        let eg = w.grad.as_mut_slice();
         let dh = c.dh.as_mut_slice();
         for (r, g) in c.dlogits.as_slice().chunks_exact(2).enumerate() {
             let dhr = &mut dh[r * d..(r + 1) * d];
@@ -516,6 +841,99 @@ impl<T: Float> SasrecNet<T> {
             axpy_slice(dhr, g[1], &e[q * d..(q + 1) * d]);
             axpy_slice(&mut eg[p * d..(p + 1) * d], g[0], hr);
             axpy_slice(&mut eg[q * d..(q + 1) * d], g[1], hr);
+        }
+        loss
+    }
+
+    /// gBCE or sampled softmax over the positive and `k = negatives` sampled negatives of every
+    /// position with a target; with `grad`, fills `dh` and adds the output-side gradient of the table.
+    ///
+    /// `negatives`: `[rows * maxlen, k]`. Row `r`'s candidates are `c_r = [pos_r, neg_r1..neg_rk]` and
+    /// its logits `x_rj = h_r . W[c_rj]` (`W` the output table). gBCE: `nn::loss::gbce` with this
+    /// network's `β`. Sampled softmax: `nn::loss::sampled_softmax` with `ln q = 0` for the positive and
+    /// `ln(k q(neg))` for each negative, so that `sum_j e^{x_j} / (k q_j)` is an unbiased estimate of
+    /// the softmax denominator over the catalogue (Bengio & Senécal 2008); `q` is the sampler's
+    /// distribution before the user's own items are excluded (the exclusion removes only a few percent
+    /// of the mass on the usual data sets and is ignored).
+    fn multi_negative(&mut self, targets: &[u32], negatives: &[u32], grad: bool) -> T {
+        let (d, k) = (self.config.hidden, self.config.negatives);
+        let cols = 1 + k;
+        let n = targets.len();
+        let c = &mut self.cache;
+        c.logits.resize(&[n, cols]);
+        c.valid.clear();
+        c.valid.extend(targets.iter().map(|&t| t != 0));
+        let w = out_param(&mut self.item_emb, &mut self.output_emb);
+        let e = w.value.as_slice();
+        let h = c.h.as_slice();
+        let cand = |r: usize, j: usize| -> usize {
+            if j == 0 {
+                targets[r] as usize
+            } else {
+                negatives[r * k + j - 1] as usize
+            }
+        };
+        // x[r, j] = h[r] . W[c_rj]
+        for (r, lg) in c.logits.as_mut_slice().chunks_exact_mut(cols).enumerate() {
+            if !c.valid[r] {
+                lg.fill(T::ZERO);
+                continue;
+            }
+            let hr = &h[r * d..(r + 1) * d];
+            for (j, x) in lg.iter_mut().enumerate() {
+                let i = cand(r, j);
+                *x = dot8(hr, &e[i * d..(i + 1) * d]);
+            }
+        }
+        if self.config.loss == SasrecLoss::SampledSoftmax {
+            c.log_q.resize(&[n, cols]);
+            let ln_k = (k as f64).ln();
+            // Uniform: q = 1 / n_items for every item.
+            let uniform = -(self.n_items as f64).ln();
+            for (r, q) in c.log_q.as_mut_slice().chunks_exact_mut(cols).enumerate() {
+                q[0] = T::ZERO;
+                for (j, qj) in q.iter_mut().enumerate().skip(1) {
+                    *qj = if c.valid[r] {
+                        let lq = self
+                            .sampling_log_q
+                            .get(cand(r, j))
+                            .copied()
+                            .unwrap_or(uniform);
+                        T::from_f64(ln_k + lq)
+                    } else {
+                        T::ZERO
+                    };
+                }
+            }
+        }
+        let dl = if grad {
+            c.dlogits.resize(&[n, cols]);
+            Some(&mut c.dlogits)
+        } else {
+            None
+        };
+        let loss = match self.config.loss {
+            SasrecLoss::Gbce => seqrec_nn::loss::gbce(dl, &c.logits, &c.valid, self.gbce_beta),
+            _ => seqrec_nn::loss::sampled_softmax(dl, &c.logits, Some(&c.log_q), &c.valid),
+        };
+        if !grad {
+            return loss;
+        }
+        // dh[r] = sum_j g_rj W[c_rj];  dW[c_rj] += g_rj h[r]
+        let eg = w.grad.as_mut_slice();
+        let dh = c.dh.as_mut_slice();
+        for (r, g) in c.dlogits.as_slice().chunks_exact(cols).enumerate() {
+            let dhr = &mut dh[r * d..(r + 1) * d];
+            dhr.fill(T::ZERO);
+            if !c.valid[r] {
+                continue;
+            }
+            let hr = &h[r * d..(r + 1) * d];
+            for (j, &gj) in g.iter().enumerate() {
+                let i = cand(r, j);
+                axpy_slice(dhr, gj, &e[i * d..(i + 1) * d]);
+                axpy_slice(&mut eg[i * d..(i + 1) * d], gj, hr);
+            }
         }
         loss
     }
@@ -538,7 +956,7 @@ impl<T: Float> SasrecNet<T> {
         }
         let chunk = (CE_CHUNK_ELEMS / cols).max(1);
         let mut loss = 0.0f64;
-        let w = &mut self.item_emb.weight;
+        let w = out_param(&mut self.item_emb, &mut self.output_emb);
         for start in (0..total).step_by(chunk) {
             let rows = &c.rows_idx[start..(start + chunk).min(total)];
             let nc = rows.len();
@@ -641,12 +1059,16 @@ impl<T: Float> SasrecNet<T> {
                 row.copy_from_slice(&h[t * d..(t + 1) * d]);
             }
             c.scores.resize(&[b, cols]);
+            let table = match &self.output_emb {
+                Some(o) => &o.weight.value,
+                None => &self.item_emb.weight.value,
+            };
             gemm(
                 &mut c.scores,
                 T::ONE,
                 &c.last,
                 Transpose::No,
-                &self.item_emb.weight.value,
+                table,
                 Transpose::Yes,
                 T::ZERO,
             );
@@ -911,7 +1333,10 @@ impl<T: Float> SasrecNet<T> {
                 T::ONE,
                 &h,
                 Transpose::No,
-                &self.item_emb.weight.value,
+                match &self.output_emb {
+                    Some(o) => &o.weight.value,
+                    None => &self.item_emb.weight.value,
+                },
                 Transpose::Yes,
                 T::ZERO,
             );
@@ -1007,7 +1432,10 @@ impl<T: Float> SasrecNet<T> {
                 T::ONE,
                 &c.last,
                 Transpose::No,
-                &self.item_emb.weight.value,
+                match &self.output_emb {
+                    Some(o) => &o.weight.value,
+                    None => &self.item_emb.weight.value,
+                },
                 Transpose::Yes,
                 T::ZERO,
             );
@@ -1046,12 +1474,18 @@ impl<T: Float> Module<T> for SasrecNet<T> {
         self.item_emb.visit_params(f);
         self.pos_emb.visit_params(f);
         self.encoder.visit_params(f);
+        if let Some(o) = &self.output_emb {
+            o.visit_params(f);
+        }
     }
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
         self.item_emb.visit_params_mut(f);
         self.pos_emb.visit_params_mut(f);
         self.encoder.visit_params_mut(f);
+        if let Some(o) = &mut self.output_emb {
+            o.visit_params_mut(f);
+        }
     }
 }
 
@@ -1082,7 +1516,7 @@ const MODEL_FILE: &str = "model.safetensors";
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 
-fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
+pub(crate) fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
     ModelError::Checkpoint {
         path: path.display().to_string(),
         message: message.to_string(),
@@ -1090,7 +1524,7 @@ fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -1207,6 +1641,36 @@ impl Model for Sasrec {
                 sampler: NegativeSampler::uniform(self.net.n_items).map_err(|e| data(&e))?,
             },
             SasrecLoss::Ce => Negatives::None,
+            // Per position, as the gSASRec repository (`torch.randint(.., size=(batch, len, k))`),
+            // but excluding the user's training items as SASRec's sampler does.
+            SasrecLoss::Gbce => Negatives::PerPosition {
+                n: config.negatives,
+                sampler: NegativeSampler::uniform(self.net.n_items).map_err(|e| data(&e))?,
+            },
+            SasrecLoss::SampledSoftmax => {
+                let sampler = match config.sampler {
+                    SasrecSampler::Uniform => {
+                        NegativeSampler::uniform(self.net.n_items).map_err(|e| data(&e))?
+                    }
+                    SasrecSampler::Popularity => {
+                        let mut counts = vec![0u32; self.net.n_items + 1];
+                        for k in 0..train.len() {
+                            for &i in train.items(k) {
+                                counts[i as usize] += 1;
+                            }
+                        }
+                        NegativeSampler::popularity(&counts, 1.0).map_err(|e| data(&e))?
+                    }
+                };
+                let weights: Vec<f64> = (0..=self.net.n_items as u32)
+                    .map(|i| sampler.weight(i))
+                    .collect();
+                self.net.set_sampling_weights(&weights)?;
+                Negatives::PerPosition {
+                    n: config.negatives,
+                    sampler,
+                }
+            }
         };
         let bcfg = seqrec_data::SasrecConfig {
             batch_size: config.batch_size,

@@ -351,9 +351,15 @@ fn titles_from_a_latin1_movies_file() {
 
 /// SASRec's serving paths (padding-trimmed; trimmed with the last block on the last position only)
 /// equal the full-window scores for batches that mix short and full histories (2 blocks, 2 heads,
-/// random init).
+/// random init), with the input table tied to the output (SASRec) or not (gSASRec's default).
 #[test]
 fn sasrec_trimmed_scoring_equals_the_full_window() {
+    for tied_output in [true, false] {
+        trimmed_scoring_equals_the_full_window(tied_output);
+    }
+}
+
+fn trimmed_scoring_equals_the_full_window(tied_output: bool) {
     use seqrec_data::{Dataset, Vocab};
     use seqrec_models::{Sasrec, SasrecConfig};
     let users = Vocab::from_originals(vec!["u".into()]).unwrap();
@@ -366,6 +372,7 @@ fn sasrec_trimmed_scoring_equals_the_full_window() {
         heads: 2,
         maxlen: 12,
         batch_size: 4,
+        tied_output,
         ..SasrecConfig::default()
     };
     let mut m = Sasrec::new(cfg, &Sequences::all(&ds), 9).unwrap();

@@ -302,10 +302,169 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "sasrec",
         "model.loss",
-        "\"bce\" (one sampled negative per position, the paper) or \"ce\" (full softmax, SASRec+).",
+        "\"bce\" (one sampled negative per position, the paper), \"ce\" (full softmax, SASRec+), \"gbce\" (gSASRec) or \"sampled_softmax\" (log-Q corrected).",
     ),
     (
         "sasrec",
+        "model.negatives",
+        "Negatives per position of gbce and sampled_softmax (256; bce always draws 1).",
+    ),
+    (
+        "sasrec",
+        "model.gbce_t",
+        "gBCE calibration t in [0, 1] (0.75; 0 = BCE, 1 = fully calibrated).",
+    ),
+    (
+        "sasrec",
+        "model.sampler",
+        "Negatives of sampled_softmax: \"uniform\" or \"popularity\" (training counts), user's items excluded.",
+    ),
+    (
+        "sasrec",
+        "model.tied_output",
+        "Score with the input item table (true, SASRec) or a separate output_emb table (false).",
+    ),
+    (
+        "sasrec",
+        "model.clip_grad_norm",
+        "Clip the global gradient norm to this value (absent: no clipping).",
+    ),
+    (
+        "gsasrec",
+        "model.hidden",
+        "Embedding and hidden width d (gSASRec repository, ML-1M: 128).",
+    ),
+    ("gsasrec", "model.blocks", "Self-attention blocks (2)."),
+    (
+        "gsasrec",
+        "model.heads",
+        "Attention heads; must divide hidden (1).",
+    ),
+    (
+        "gsasrec",
+        "model.maxlen",
+        "History window, also the number of learned positions (200).",
+    ),
+    (
+        "gsasrec",
+        "model.dropout",
+        "Dropout of embeddings, attention weights and feed-forward (0.5).",
+    ),
+    ("gsasrec", "model.lr", "Adam learning rate (0.001)."),
+    (
+        "gsasrec",
+        "model.betas",
+        "Adam (beta1, beta2) (torch.optim.Adam defaults: 0.9, 0.999).",
+    ),
+    (
+        "gsasrec",
+        "model.adam_eps",
+        "Adam epsilon, outside the square root as in PyTorch (1e-8).",
+    ),
+    (
+        "gsasrec",
+        "model.batch_size",
+        "Sequences per training batch (128).",
+    ),
+    (
+        "gsasrec",
+        "model.l2_emb",
+        "Coefficient of ||item_emb||_2 added to the loss (0).",
+    ),
+    (
+        "gsasrec",
+        "model.loss",
+        "\"gbce\" (default), or any SASRec loss: \"bce\", \"ce\", \"sampled_softmax\".",
+    ),
+    (
+        "gsasrec",
+        "model.negatives",
+        "Uniform negatives per position, the user's items excluded (256).",
+    ),
+    (
+        "gsasrec",
+        "model.gbce_t",
+        "gBCE calibration t in [0, 1] (0.75; 0 = BCE, 1 = fully calibrated).",
+    ),
+    (
+        "gsasrec",
+        "model.sampler",
+        "Negatives of sampled_softmax: \"uniform\" or \"popularity\".",
+    ),
+    (
+        "gsasrec",
+        "model.tied_output",
+        "Score with the input item table (true) or a separate output_emb table (false, the repository).",
+    ),
+    (
+        "gsasrec",
+        "model.clip_grad_norm",
+        "Clip the global gradient norm to this value (absent: no clipping).",
+    ),
+    (
+        "bert4rec",
+        "model.hidden",
+        "Embedding and hidden width d (Klenitskiy & Vasilev, ML-1M: 64).",
+    ),
+    (
+        "bert4rec",
+        "model.blocks",
+        "Transformer blocks, post-LN, GELU, bidirectional (2).",
+    ),
+    (
+        "bert4rec",
+        "model.heads",
+        "Attention heads; must divide hidden (2).",
+    ),
+    ("bert4rec", "model.ff", "Feed-forward width (256 = 4d)."),
+    (
+        "bert4rec",
+        "model.maxlen",
+        "Window length, also the number of learned positions (200).",
+    ),
+    (
+        "bert4rec",
+        "model.dropout",
+        "Dropout of embeddings, attention weights and residual branches (0.1).",
+    ),
+    (
+        "bert4rec",
+        "model.mask_prob",
+        "Probability that a training position is replaced by [MASK]; at least one per row (0.2).",
+    ),
+    (
+        "bert4rec",
+        "model.head_transform",
+        "The paper's output projection LN(GELU(W h + b)) before the tied item table (true).",
+    ),
+    (
+        "bert4rec",
+        "model.layer_norm_eps",
+        "Layer-norm epsilon (Hugging Face BERT: 1e-12).",
+    ),
+    ("bert4rec", "model.lr", "Adam learning rate (0.001)."),
+    (
+        "bert4rec",
+        "model.betas",
+        "Adam (beta1, beta2) (0.9, 0.999).",
+    ),
+    (
+        "bert4rec",
+        "model.adam_eps",
+        "Adam epsilon, outside the square root as in PyTorch (1e-8).",
+    ),
+    (
+        "bert4rec",
+        "model.weight_decay",
+        "L2 weight decay added to the gradient (0).",
+    ),
+    (
+        "bert4rec",
+        "model.batch_size",
+        "Sequences per training batch (128).",
+    ),
+    (
+        "bert4rec",
         "model.clip_grad_norm",
         "Clip the global gradient norm to this value (absent: no clipping).",
     ),

@@ -5,8 +5,8 @@
 
 use seqrec_data::Sequences;
 use seqrec_models::{
-    Ease, EaseConfig, Gru4rec, Gru4recConfig, LstmAttn, LstmAttnConfig, Model, ModelError, MostPop,
-    Sasrec, SasrecConfig,
+    Bert4rec, Bert4recConfig, Ease, EaseConfig, Gru4rec, Gru4recConfig, GsasrecConfig, LstmAttn,
+    LstmAttnConfig, Model, ModelError, MostPop, Sasrec, SasrecConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,13 @@ registry! {
     "mostpop" => MostPop(MostPopConfig) = |_c, t, _s| Ok(Box::new(MostPop::new(t)));
     /// SASRec (Kang & McAuley 2018), BCE with one negative or full softmax cross-entropy ("SASRec+").
     "sasrec" => Sasrec(SasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.clone(), t, s)?));
+    /// gSASRec (Petrov & Macdonald 2023): SASRec trained with gBCE over 256 negatives per position,
+    /// with the official repository's ML-1M settings. The same network as `sasrec` (whose `loss` can
+    /// also be set to `"gbce"` or `"sampled_softmax"`); only the defaults differ.
+    "gsasrec" => Gsasrec(GsasrecConfig) = |c, t, s| Ok(Box::new(Sasrec::new(c.to_sasrec(), t, s)?));
+    /// BERT4Rec (Sun et al. 2019): bidirectional self-attention trained by masked-item prediction,
+    /// with Klenitskiy & Vasilev's ML-1M settings.
+    "bert4rec" => Bert4rec(Bert4recConfig) = |c, t, s| Ok(Box::new(Bert4rec::new(c.clone(), t, s)?));
     /// GRU4Rec (Hidasi et al. 2016), full or sampled softmax cross-entropy.
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
     /// LSTM encoder + causal attention pooling + MLP head, with optional time/position context fusion.
