@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput, seqrec against PyTorch, back to back on the same machine (issue 4):
-# one epoch (after a warm-up epoch) of SASRec-BCE, SASRec-CE and GRU4Rec on ML-1M with the same
-# hyper-parameters, 2 threads each. Prints one JSON line per (implementation, model, epoch).
+# the mean epoch time over `epochs` epochs of SASRec-BCE, SASRec-CE and GRU4Rec on ML-1M with the same
+# hyper-parameters, 2 threads each (THREADS=1 for one). Prints one JSON line per implementation and
+# model (PyTorch: one per epoch).
 #
 # Run from the repository root: bash benches/train_vs_torch.sh [epochs=2]
 set -euo pipefail
@@ -16,16 +17,13 @@ seqrec() { # name, xtask args...
   local name="$1"; shift
   ./target/release/xtask train --quiet --epochs "$epochs" --eval-every 1000 --patience 0 \
     --threads "$threads" --out "$out/$name" "$@" >/dev/null
-  python3 - "$out/$name/history.jsonl" "$name" "$threads" <<'PY'
+  python3 - "$out/$name/metrics.json" "$name" "$threads" <<'PY'
 import json, sys
 path, name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-prev = 0.0
-for e, line in enumerate(open(path)):
-    h = json.loads(line)
-    secs = h["train_seconds"] - prev if "train_seconds" in h else h["seconds"] - prev
-    prev += secs
-    print(json.dumps({"impl": "seqrec", "model": name, "epoch": e, "threads": threads,
-                      "seconds": round(secs, 2), "sequences_per_second": round(6040 / secs, 1)}))
+t = json.load(open(path))["train"]
+print(json.dumps({"impl": "seqrec", "model": name, "epochs": t["epochs"], "threads": threads,
+                  "seconds_per_epoch": round(t["seconds_per_epoch"], 2),
+                  "sequences_per_second": round(t["sequences_per_second"], 1)}))
 PY
 }
 for model in sasrec-bce sasrec-ce gru4rec; do
