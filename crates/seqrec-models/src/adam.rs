@@ -5,8 +5,10 @@
 //! `seqrec_nn::checkpoint` saves and loads by name. The update is `seqrec_nn::optim::Adam`'s (L2 mode),
 //! bit for bit (tested in `sasrec.rs`).
 
-use seqrec_nn::{Module, Param};
+use seqrec_nn::{Module, NnError, Param};
 use seqrec_tensor::{Float, Tensor};
+
+use crate::ModelError;
 
 /// Adam's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +50,37 @@ impl<T: Float> AdamState<T> {
             v,
             steps: 0,
         }
+    }
+
+    /// Ends one training step of every model the same way: a non-finite `loss` or gradient norm is
+    /// [`ModelError::NonFinite`] (nothing is updated, so the training loop keeps the last good
+    /// checkpoint); otherwise the gradients are clipped to the global norm `clip` (when set) and Adam
+    /// steps.
+    pub fn finish_step(
+        &mut self,
+        net: &mut dyn Module<T>,
+        loss: f64,
+        clip: Option<f64>,
+        epoch: usize,
+        step: usize,
+    ) -> Result<(), ModelError> {
+        let non_finite = |what, value| ModelError::NonFinite {
+            what,
+            epoch,
+            step,
+            value,
+        };
+        if !loss.is_finite() {
+            return Err(non_finite("loss", loss));
+        }
+        if let Some(max_norm) = clip {
+            seqrec_nn::clip::clip_grad_norm(net, max_norm).map_err(|e| match e {
+                NnError::NonFiniteGradNorm { norm, .. } => non_finite("gradient norm", norm),
+                other => ModelError::Config(format!("clip_grad_norm: {other}")),
+            })?;
+        }
+        self.step(net);
+        Ok(())
     }
 
     /// One step over `net`'s gradients: `g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²;
@@ -97,5 +130,96 @@ impl<T: Float> Module<T> for AdamState<T> {
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
         self.m.iter_mut().chain(self.v.iter_mut()).for_each(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One parameter `w` with a settable gradient.
+    struct One(Param<f32>);
+
+    impl Module<f32> for One {
+        fn visit_params(&self, f: &mut dyn FnMut(&Param<f32>)) {
+            f(&self.0);
+        }
+        fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<f32>)) {
+            f(&mut self.0);
+        }
+    }
+
+    fn setup(grad: [f32; 2]) -> (One, AdamState<f32>) {
+        let mut net = One(Param::new(
+            "w",
+            Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap(),
+        ));
+        net.0.grad.as_mut_slice().copy_from_slice(&grad);
+        let hyper = AdamHyper {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let adam = AdamState::new(&net, hyper);
+        (net, adam)
+    }
+
+    #[test]
+    fn finish_step_refuses_non_finite_loss_and_gradient_norm_without_updating() {
+        let (mut net, mut adam) = setup([0.5, 0.5]);
+        let e = adam
+            .finish_step(&mut net, f64::NAN, None, 3, 4)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ModelError::NonFinite {
+                what: "loss",
+                epoch: 3,
+                step: 4,
+                ..
+            }
+        ));
+        // A NaN gradient with clipping on is a non-finite stop, not a config error.
+        let (mut net, mut adam) = setup([f32::NAN, 0.5]);
+        let e = adam
+            .finish_step(&mut net, 1.0, Some(1.0), 0, 7)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ModelError::NonFinite {
+                    what: "gradient norm",
+                    step: 7,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(net.0.value.as_slice(), &[1.0, 2.0]);
+        assert_eq!(adam.steps, 0);
+        let e = adam
+            .finish_step(&mut net, 1.0, Some(-1.0), 0, 0)
+            .unwrap_err();
+        assert!(matches!(e, ModelError::Config(_)), "{e:?}");
+    }
+
+    #[test]
+    fn finish_step_clips_then_steps() {
+        // Gradient norm 5 clipped to 1: Adam's first step moves each weight by about lr * sign.
+        let (mut net, mut adam) = setup([3.0, 4.0]);
+        adam.finish_step(&mut net, 0.5, Some(1.0), 0, 0).unwrap();
+        assert_eq!(adam.steps, 1);
+        let g = net.0.grad.as_slice();
+        assert!(
+            ((g[0] * g[0] + g[1] * g[1]).sqrt() - 1.0).abs() < 1e-5,
+            "{g:?}"
+        );
+        let w = net.0.value.as_slice();
+        assert!(
+            (w[0] - 0.9).abs() < 1e-4 && (w[1] - 1.9).abs() < 1e-4,
+            "{w:?}"
+        );
     }
 }

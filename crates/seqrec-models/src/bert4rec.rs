@@ -930,27 +930,8 @@ impl Model for Bert4rec {
                 .net
                 .forward_backward(&self.inputs, &self.labels, rows, phase)
                 .to_f64();
-            if !loss.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss",
-                    epoch,
-                    step,
-                    value: loss,
-                });
-            }
-            if let Some(max) = config.clip_grad_norm {
-                let norm = seqrec_nn::clip::clip_grad_norm(&mut self.net, max)
-                    .map_err(|e| ModelError::Config(e.to_string()))?;
-                if !norm.is_finite() {
-                    return Err(ModelError::NonFinite {
-                        what: "gradient norm",
-                        epoch,
-                        step,
-                        value: norm,
-                    });
-                }
-            }
-            self.adam.step(&mut self.net);
+            self.adam
+                .finish_step(&mut self.net, loss, config.clip_grad_norm, epoch, step)?;
             sum += loss;
             sequences += rows;
             on_step(&StepReport {

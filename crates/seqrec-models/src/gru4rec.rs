@@ -36,8 +36,7 @@ use seqrec_data::{
     NegativeSampler, Negatives, SasrecBatcher, SasrecConfig, Sequences, SessionParallel, WindowMode,
 };
 use seqrec_nn::{
-    Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint, clip,
-    init::Rng,
+    Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint, init::Rng,
 };
 use seqrec_tensor::{Float, Tensor, Transpose, gemm, splitmix64};
 use serde::{Deserialize, Serialize};
@@ -1242,15 +1241,9 @@ impl Gru4rec {
                 negatives: &batch.negatives,
             };
             let loss = self.core.session_step(&input, &batch.reset, true);
-            if !loss.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss",
-                    epoch,
-                    step,
-                    value: loss,
-                });
-            }
-            self.clip_and_step(epoch, step)?;
+            let clip = self.core.cfg.clip_grad_norm;
+            self.adam
+                .finish_step(&mut self.core.net, loss, clip, epoch, step)?;
             let started = batch.reset.iter().filter(|&&r| r).count();
             loss_sum += loss;
             sequences += started;
@@ -1268,23 +1261,6 @@ impl Gru4rec {
             steps: step,
             sequences,
         })
-    }
-
-    /// Clips the gradient norm (when configured) and takes one Adam step.
-    fn clip_and_step(&mut self, epoch: usize, step: usize) -> Result<(), ModelError> {
-        if let Some(max_norm) = self.core.cfg.clip_grad_norm {
-            clip::clip_grad_norm(&mut self.core.net, max_norm).map_err(|e| match e {
-                seqrec_nn::NnError::NonFiniteGradNorm { norm, .. } => ModelError::NonFinite {
-                    what: "gradient norm",
-                    epoch,
-                    step,
-                    value: norm,
-                },
-                other => ModelError::Config(format!("gru4rec.clip_grad_norm: {other}")),
-            })?;
-        }
-        self.adam.step(&mut self.core.net);
-        Ok(())
     }
 
     fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
@@ -1373,26 +1349,8 @@ impl Model for Gru4rec {
                 negatives: &batch.negatives,
             };
             let loss = self.core.step(&input, true);
-            if !loss.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss",
-                    epoch,
-                    step,
-                    value: loss,
-                });
-            }
-            if let Some(max_norm) = cfg.clip_grad_norm {
-                clip::clip_grad_norm(&mut self.core.net, max_norm).map_err(|e| match e {
-                    seqrec_nn::NnError::NonFiniteGradNorm { norm, .. } => ModelError::NonFinite {
-                        what: "gradient norm",
-                        epoch,
-                        step,
-                        value: norm,
-                    },
-                    other => ModelError::Config(format!("gru4rec.clip_grad_norm: {other}")),
-                })?;
-            }
-            self.adam.step(&mut self.core.net);
+            self.adam
+                .finish_step(&mut self.core.net, loss, cfg.clip_grad_norm, epoch, step)?;
             loss_sum += loss;
             sequences += batch.rows;
             on_step(&StepReport {

@@ -42,7 +42,7 @@ use seqrec_data::{
 };
 use seqrec_nn::{
     Dropout, DropoutCache, Linear, Lstm, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint,
-    clip, init::Rng,
+    init::Rng,
 };
 use seqrec_tensor::{
     Float, Tensor, Transpose, gemm, relu_backward, relu_forward, splitmix64, tanh_backward,
@@ -1276,26 +1276,8 @@ impl Model for LstmAttn {
                 positions: &batch.positions,
             };
             let loss = self.core.step(&input, true);
-            if !loss.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss",
-                    epoch,
-                    step,
-                    value: loss,
-                });
-            }
-            if let Some(max_norm) = cfg.clip_grad_norm {
-                clip::clip_grad_norm(&mut self.core.net, max_norm).map_err(|e| match e {
-                    seqrec_nn::NnError::NonFiniteGradNorm { norm, .. } => ModelError::NonFinite {
-                        what: "gradient norm",
-                        epoch,
-                        step,
-                        value: norm,
-                    },
-                    other => ModelError::Config(format!("lstm_attn.clip_grad_norm: {other}")),
-                })?;
-            }
-            self.adam.step(&mut self.core.net);
+            self.adam
+                .finish_step(&mut self.core.net, loss, cfg.clip_grad_norm, epoch, step)?;
             loss_sum += loss;
             sequences += batch.rows;
             on_step(&StepReport {
