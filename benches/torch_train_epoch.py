@@ -88,16 +88,21 @@ def build(model_name, n_items):
     """The model and its optimizer with seqrec's defaults (SASRec: the paper's ML-1M settings)."""
     if model_name.startswith("sasrec"):
         model = SASRec(n_items, 50, 200, 2, 1, 0.2)
+        for p in model.parameters():  # SASRec.pytorch's initialisation
+            if p.dim() > 1:
+                torch.nn.init.xavier_normal_(p)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
     model = GRU4Rec(n_items, 64, 64, 0.1, 0.1)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
-def epoch(model_name, model, opt, inp, tgt, n_items, batch, generator):
+def epoch(model_name, model, opt, inp, tgt, n_items, batch, generator, max_batches=None):
     train = inp
     perm = torch.randperm(len(train), generator=generator)
+    if max_batches:
+        perm = perm[: max_batches * batch]
     model.train()
-    for start in range(0, len(train), batch):
+    for start in range(0, len(perm), batch):
         idx = perm[start:start + batch]
         x, y = inp[idx], tgt[idx]
         h = model(x)
@@ -117,7 +122,7 @@ def epoch(model_name, model, opt, inp, tgt, n_items, batch, generator):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def main():
@@ -126,6 +131,7 @@ def main():
     ap.add_argument("--models", default="sasrec-bce,sasrec-ce,gru4rec")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--max-batches", type=int, default=None, help="smoke test: stop each epoch early")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = os.environ.get("SEQREC_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
@@ -137,11 +143,11 @@ def main():
         inp, tgt = windows(train, 200)
         for e in range(args.epochs):
             w0, c0 = time.perf_counter(), time.process_time()
-            loss = epoch(name, model, opt, inp, tgt, n_items, args.batch, g)
+            loss = epoch(name, model, opt, inp, tgt, n_items, args.batch, g, args.max_batches)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             print(json.dumps({"impl": "pytorch", "model": name, "epoch": e, "threads": args.threads,
                               "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-                              "sequences_per_second": round(len(train) / wall, 1), "last_loss": round(loss, 4)}),
+                              "sequences_per_second": round(min(len(train), (args.max_batches or 10**9) * args.batch) / wall, 1), "last_loss": round(loss, 4)}),
                   flush=True)
 
 
