@@ -449,8 +449,9 @@ impl Model for Ease {
         self.window
     }
 
-    /// Computes the closed form on the first call and does nothing afterwards (EASE has no epochs: train
-    /// it with `--epochs 1`). The reported loss is 0: there is no iterative objective to follow.
+    /// Computes the closed form on the first call and does nothing afterwards (EASE has no epochs; the
+    /// training loop stops after one through [`Model::epochs_needed`]). The reported loss is 0: there
+    /// is no iterative objective to follow.
     fn train_epoch(
         &mut self,
         train: &Sequences<'_>,

@@ -555,7 +555,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "ease",
         "model.lambda",
-        "L2 regularisation added to the diagonal of X^T X, > 0 (250, tuned on ML-1M validation). Train with --epochs 1: the closed form is computed once.",
+        "L2 regularisation added to the diagonal of X^T X, > 0 (250, tuned on ML-1M validation). The closed form is computed by the first epoch, after which training stops by itself.",
     ),
     (
         "ease",
