@@ -59,6 +59,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         "{}",
         format_table(&title, &[(cfg.model.name(), &model), ("MostPop", &mostpop)])
     );
+    println!(
+        "scored and ranked {} users in {:.3} s ({})",
+        model.metrics.n_users,
+        model.seconds,
+        cfg.model.name()
+    );
     if let Some(path) = &args.per_user {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;

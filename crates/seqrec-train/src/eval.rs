@@ -179,8 +179,15 @@ pub fn evaluate_protocols(
     let kmax = s.cutoffs.max();
     // Models that read per-event context (time gaps, positions) get it built for their config.
     let context = model.context();
-    let mut batcher =
-        EvalBatcher::new(ds, cases, s.batch_size, model.max_history().max(1), context)?;
+    let window = model.max_history().max(1);
+    // Cases go to the model longest history first, so that the rows of a batch have similar lengths
+    // and a window model skips the slots that are padding in all of them (`Model::score_serving`).
+    // `order[i]` is the index in `cases` of the i-th case scored; metrics do not depend on the order
+    // (accumulators sort by user, catalogue counts are sums).
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((cases[i].input_len as usize).min(window)));
+    let sorted: Vec<EvalCase> = order.iter().map(|&i| cases[i]).collect();
+    let mut batcher = EvalBatcher::new(ds, &sorted, s.batch_size, window, context)?;
     let mut scores = vec![0f32; s.batch_size * width];
     while let Some(b) = batcher.next_batch() {
         let rows = b.rows;
@@ -193,7 +200,7 @@ pub fn evaluate_protocols(
             };
             model.score_with_context(&b.inputs[..rows * l], ctx, rows, scores);
         } else {
-            model.score(&b.inputs[..rows * l], rows, scores);
+            model.score_serving(&b.inputs[..rows * l], rows, scores);
         }
         for run in &mut runs {
             let want_top = run.cat.is_some();
@@ -202,7 +209,7 @@ pub fn evaluate_protocols(
                 .par_chunks(width)
                 .enumerate()
                 .map(|(r, row)| {
-                    let ci = b.case_index[r];
+                    let ci = order[b.case_index[r]];
                     let target = b.targets[r];
                     let mut hist: Vec<Id> = if s.exclude_history {
                         cases[ci].input_items(ds).to_vec()
