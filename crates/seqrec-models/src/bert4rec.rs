@@ -36,7 +36,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use seqrec_data::{SeqRng, Sequences};
-use seqrec_nn::checkpoint;
 use seqrec_nn::init::Rng;
 use seqrec_nn::loss::softmax_cross_entropy;
 use seqrec_nn::{
@@ -51,7 +50,7 @@ use seqrec_tensor::{
 
 use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
-use crate::sasrec::{ckpt_err, write_atomic};
+use crate::persist::{CheckpointFiles, ckpt_err};
 
 /// Hyper-parameters of [`Bert4rec`]. The defaults are Klenitskiy & Vasilev's for MovieLens-1M
 /// (`antklen/sasrec-bert4rec-recsys23`, `configs/BERT4Rec.yaml` with `max_length=200`, Hugging Face
@@ -775,9 +774,11 @@ struct SavedState {
     config: Bert4recConfig,
 }
 
-const MODEL_FILE: &str = "model.safetensors";
-const OPTIM_FILE: &str = "optimizer.safetensors";
-const STATE_FILE: &str = "state.json";
+const FILES: CheckpointFiles = CheckpointFiles {
+    params: "model.safetensors",
+    optim: "optimizer.safetensors",
+    state: "state.json",
+};
 
 /// BERT4Rec as a [`Model`]: a [`Bert4recNet<f32>`], Adam, and the seed that keys shuffling, masks and
 /// dropout.
@@ -953,11 +954,6 @@ impl Model for Bert4rec {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e))?;
-        let model = dir.join(MODEL_FILE);
-        checkpoint::save(&self.net, &model).map_err(|e| ckpt_err(&model, e))?;
-        let optim = dir.join(OPTIM_FILE);
-        checkpoint::save(&self.adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
         let state = SavedState {
             format: 1,
             model: "bert4rec".into(),
@@ -966,15 +962,11 @@ impl Model for Bert4rec {
             adam_steps: self.adam.steps,
             config: self.net.config.clone(),
         };
-        let path = dir.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| ckpt_err(&path, e))?;
-        write_atomic(&path, &json)
+        FILES.save(dir, &self.net, &self.adam, &state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| ckpt_err(&path, e))?;
-        let state: SavedState = serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&path, e))?;
+        let (state, path): (SavedState, _) = FILES.read_state(dir)?;
         if state.model != "bert4rec" || state.format != 1 {
             return Err(ckpt_err(
                 &path,
@@ -987,18 +979,14 @@ impl Model for Bert4rec {
         // Everything is read into copies first, so a failed load leaves the model untouched. Dropout
         // seeds derive from the model seed: a checkpoint of another seed is loaded into a network
         // rebuilt with that seed (and this model's config, so shapes are still checked against it).
-        let optim = dir.join(OPTIM_FILE);
-        let mut adam = self.adam.clone();
-        checkpoint::load(&mut adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
-        let model = dir.join(MODEL_FILE);
+        let adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
         if state.seed == self.seed {
-            checkpoint::load(&mut self.net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut self.net)?;
         } else {
             let mut net = Bert4recNet::new(&self.net.config, self.net.n_items, state.seed)?;
-            checkpoint::load(&mut net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut net)?;
             self.net = net;
         }
-        adam.steps = state.adam_steps;
         self.adam = adam;
         self.seed = state.seed;
         Ok(())

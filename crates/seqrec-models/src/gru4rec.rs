@@ -36,13 +36,14 @@ use seqrec_data::{
     NegativeSampler, Negatives, SasrecBatcher, SasrecConfig, Sequences, SessionParallel, WindowMode,
 };
 use seqrec_nn::{
-    Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint, init::Rng,
+    Dropout, DropoutCache, Gru, Module, Param, RnnCache, RnnConfig, RnnState, init::Rng,
 };
 use seqrec_tensor::{Float, Tensor, Transpose, gemm, splitmix64};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::persist::{CheckpointFiles, ckpt_err};
 
 /// Positions scored per chunk of the output layer: bounds the `[chunk, n_items]` logits buffer
 /// (about 14 MB for ML-1M in `f32`, instead of ~350 MB for a whole `[128 x 200, 3416]` batch).
@@ -1132,9 +1133,11 @@ struct SavedState {
     config: Gru4recConfig,
 }
 
-const PARAMS_FILE: &str = "gru4rec.safetensors";
-const ADAM_FILE: &str = "gru4rec.adam.safetensors";
-const STATE_FILE: &str = "gru4rec.json";
+const FILES: CheckpointFiles = CheckpointFiles {
+    params: "gru4rec.safetensors",
+    optim: "gru4rec.adam.safetensors",
+    state: "gru4rec.json",
+};
 
 impl Gru4rec {
     /// Builds the model for the catalogue of `train`, initialised from `seed`.
@@ -1261,13 +1264,6 @@ impl Gru4rec {
             steps: step,
             sequences,
         })
-    }
-
-    fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
-        ModelError::Checkpoint {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
     }
 }
 
@@ -1399,35 +1395,19 @@ impl Model for Gru4rec {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| Self::checkpoint_err(dir, e))?;
-        let p = dir.join(PARAMS_FILE);
-        checkpoint::save(&self.core.net, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let p = dir.join(ADAM_FILE);
-        checkpoint::save(&self.adam, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let p = dir.join(STATE_FILE);
         let state = SavedState {
             n_items: self.core.n_items,
             adam_steps: self.adam.steps,
             config: self.core.cfg.clone(),
         };
-        let text = serde_json::to_string_pretty(&state).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let tmp = dir.join(format!("{STATE_FILE}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &p))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                Self::checkpoint_err(&p, e)
-            })
+        FILES.save(dir, &self.core.net, &self.adam, &state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let p = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let state: SavedState =
-            serde_json::from_str(&text).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let (state, path): (SavedState, _) = FILES.read_state(dir)?;
         if state.n_items != self.core.n_items {
-            return Err(Self::checkpoint_err(
-                &p,
+            return Err(ckpt_err(
+                &path,
                 format!(
                     "saved for {} items, but the model has {}",
                     state.n_items, self.core.n_items
@@ -1436,14 +1416,9 @@ impl Model for Gru4rec {
         }
         // Load into copies and commit only when every file matches.
         let mut net = self.core.net.clone();
-        let pp = dir.join(PARAMS_FILE);
-        checkpoint::load(&mut net, &pp).map_err(|e| Self::checkpoint_err(&pp, e))?;
-        let mut adam = self.adam.clone();
-        let pa = dir.join(ADAM_FILE);
-        checkpoint::load(&mut adam, &pa).map_err(|e| Self::checkpoint_err(&pa, e))?;
-        adam.steps = state.adam_steps;
+        FILES.load_params(dir, &mut net)?;
+        self.adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
         self.core.net = net;
-        self.adam = adam;
         Ok(())
     }
 }

@@ -37,6 +37,7 @@ pub mod gru4rec;
 pub mod lstm_attn;
 mod model;
 mod mostpop;
+mod persist;
 mod sasrec;
 
 pub use bert4rec::{Bert4rec, Bert4recConfig, Bert4recNet};

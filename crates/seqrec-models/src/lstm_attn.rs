@@ -41,8 +41,7 @@ use seqrec_data::{
     ContextConfig, PositionFrom, SasrecBatcher, SasrecConfig as BatchConfig, Sequences, WindowMode,
 };
 use seqrec_nn::{
-    Dropout, DropoutCache, Linear, Lstm, Module, Param, RnnCache, RnnConfig, RnnState, checkpoint,
-    init::Rng,
+    Dropout, DropoutCache, Linear, Lstm, Module, Param, RnnCache, RnnConfig, RnnState, init::Rng,
 };
 use seqrec_tensor::{
     Float, Tensor, Transpose, gemm, relu_backward, relu_forward, splitmix64, tanh_backward,
@@ -53,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use crate::adam::{AdamHyper, AdamState};
 use crate::gru4rec::{add_bias_rows, col_sum_acc, gather_rows, scatter_add_rows};
 use crate::model::{EpochReport, HistoryContext, Model, ModelError, StepReport};
+use crate::persist::{CheckpointFiles, ckpt_err};
 
 /// Positions per chunk of the output layer (bounds the `[chunk, n_items]` logits buffer).
 const CHUNK_ROWS: usize = 1024;
@@ -1127,9 +1127,11 @@ struct SavedState {
     config: LstmAttnConfig,
 }
 
-const PARAMS_FILE: &str = "lstm_attn.safetensors";
-const ADAM_FILE: &str = "lstm_attn.adam.safetensors";
-const STATE_FILE: &str = "lstm_attn.json";
+const FILES: CheckpointFiles = CheckpointFiles {
+    params: "lstm_attn.safetensors",
+    optim: "lstm_attn.adam.safetensors",
+    state: "lstm_attn.json",
+};
 
 impl LstmAttn {
     /// Builds the model for the catalogue of `train`, initialised from `seed`.
@@ -1176,13 +1178,6 @@ impl LstmAttn {
     /// `att.proj.weight`, `mlp.0.weight`, ..., `item_out.bias`).
     pub fn visit_params(&self, f: &mut dyn FnMut(&Param<f32>)) {
         self.core.net.visit_params(f);
-    }
-
-    fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
-        ModelError::Checkpoint {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
     }
 
     fn check_score_shapes(&self, histories: &[u32], batch: usize, scores: &[f32]) {
@@ -1384,35 +1379,19 @@ impl Model for LstmAttn {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| Self::checkpoint_err(dir, e))?;
-        let p = dir.join(PARAMS_FILE);
-        checkpoint::save(&self.core.net, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let p = dir.join(ADAM_FILE);
-        checkpoint::save(&self.adam, &p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let p = dir.join(STATE_FILE);
         let state = SavedState {
             n_items: self.core.n_items,
             adam_steps: self.adam.steps,
             config: self.core.cfg.clone(),
         };
-        let text = serde_json::to_string_pretty(&state).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let tmp = dir.join(format!("{STATE_FILE}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &p))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                Self::checkpoint_err(&p, e)
-            })
+        FILES.save(dir, &self.core.net, &self.adam, &state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let p = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| Self::checkpoint_err(&p, e))?;
-        let state: SavedState =
-            serde_json::from_str(&text).map_err(|e| Self::checkpoint_err(&p, e))?;
+        let (state, path): (SavedState, _) = FILES.read_state(dir)?;
         if state.n_items != self.core.n_items {
-            return Err(Self::checkpoint_err(
-                &p,
+            return Err(ckpt_err(
+                &path,
                 format!(
                     "saved for {} items, but the model has {}",
                     state.n_items, self.core.n_items
@@ -1422,8 +1401,8 @@ impl Model for LstmAttn {
         // Optimiser settings may change on resume; the architecture (which also fixes what the
         // context features mean) may not.
         if state.config.architecture() != self.core.cfg.architecture() {
-            return Err(Self::checkpoint_err(
-                &p,
+            return Err(ckpt_err(
+                &path,
                 format!(
                     "saved for lstm_attn architecture {:?}, but the model has {:?}",
                     state.config.architecture(),
@@ -1431,15 +1410,11 @@ impl Model for LstmAttn {
                 ),
             ));
         }
+        // Load into copies and commit only when every file matches.
         let mut net = self.core.net.clone();
-        let pp = dir.join(PARAMS_FILE);
-        checkpoint::load(&mut net, &pp).map_err(|e| Self::checkpoint_err(&pp, e))?;
-        let mut adam = self.adam.clone();
-        let pa = dir.join(ADAM_FILE);
-        checkpoint::load(&mut adam, &pa).map_err(|e| Self::checkpoint_err(&pa, e))?;
-        adam.steps = state.adam_steps;
+        FILES.load_params(dir, &mut net)?;
+        self.adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
         self.core.net = net;
-        self.adam = adam;
         Ok(())
     }
 }

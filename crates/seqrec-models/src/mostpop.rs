@@ -5,6 +5,10 @@ use std::path::Path;
 use seqrec_data::Sequences;
 
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::persist::{ckpt_err, write_atomic};
+
+/// The checkpoint file: the item counts as a JSON array (index 0 is padding).
+const FILE: &str = "mostpop.json";
 
 /// The popularity baseline: the score of an item is its training count.
 ///
@@ -76,31 +80,25 @@ impl Model for MostPop {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        let path = dir.join("mostpop.json");
-        let tmp = dir.join("mostpop.json.tmp");
-        let err = |e: &dyn std::fmt::Display| ModelError::Checkpoint {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let text = serde_json::to_string(&self.counts).map_err(|e| err(&e))?;
-        std::fs::write(&tmp, text).map_err(|e| err(&e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&e))
+        std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e))?;
+        let path = dir.join(FILE);
+        let text = serde_json::to_vec(&self.counts).map_err(|e| ckpt_err(&path, e))?;
+        write_atomic(&path, &text)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let path = dir.join("mostpop.json");
-        let err = |e: &dyn std::fmt::Display| ModelError::Checkpoint {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(&e))?;
-        let counts: Vec<f32> = serde_json::from_str(&text).map_err(|e| err(&e))?;
+        let path = dir.join(FILE);
+        let text = std::fs::read(&path).map_err(|e| ckpt_err(&path, e))?;
+        let counts: Vec<f32> = serde_json::from_slice(&text).map_err(|e| ckpt_err(&path, e))?;
         if counts.len() != self.counts.len() {
-            return Err(err(&format!(
-                "{} item counts, but the model has {} items",
-                counts.len().saturating_sub(1),
-                self.n_items()
-            )));
+            return Err(ckpt_err(
+                &path,
+                format!(
+                    "{} item counts, but the model has {} items",
+                    counts.len().saturating_sub(1),
+                    self.n_items()
+                ),
+            ));
         }
         self.counts = counts;
         Ok(())
