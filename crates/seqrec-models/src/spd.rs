@@ -598,7 +598,9 @@ mod tests {
     /// Per-element `|got - want| <= abs + rel * |want|`, naming the first failing `[row, col]`.
     fn check_close(got: &[f64], want: &[f64], n: usize, rel: f64, abs: f64) -> Result<(), String> {
         for (idx, (x, y)) in got.iter().zip(want).enumerate() {
-            if !((x - y).abs() <= abs + rel * y.abs()) {
+            // Written so that a NaN fails.
+            let within = (x - y).abs() <= abs + rel * y.abs();
+            if !within {
                 return Err(format!("[{}, {}]: got {x}, want {y}", idx / n, idx % n));
             }
         }
@@ -612,7 +614,7 @@ mod tests {
             for j in 0..n {
                 let s: f64 = (0..n).map(|k| p[i * n + k] * a[k * n + j]).sum();
                 let r = (s - if i == j { 1.0 } else { 0.0 }).abs();
-                if !(r <= worst.0) {
+                if r > worst.0 || r.is_nan() {
                     worst = (r, i, j);
                 }
             }
