@@ -441,7 +441,6 @@ mod tests {
     /// Real runs on MovieLens-100k (trained in a scratch directory): EASE against MostPop with equal
     /// settings (no warning, EASE significantly better, the CSV path gives the same numbers), then MostPop
     /// against a MostPop evaluated with the history kept and on another item filter (warnings).
-    #[cfg(feature = "ease")]
     #[test]
     fn real_runs_on_ml100k() {
         use seqrec_train::{RunOptions, train};

@@ -20,8 +20,7 @@
 //!   than the longest training sequence, so the test input (training events plus the validation event)
 //!   is never cut. A positive value keeps only the most recent `max_history` items, like SASRec.
 //! - The Gram matrix is counted from the sparse histories (exact integer counts), `P` is computed in
-//!   `f64` by a Cholesky inverse (LAPACK `dpotrf` + `dpotri` through `ndarray-linalg`, cargo feature
-//!   `ease`), and `B` is kept in `f32` with a zero padding row and column (id 0), shape
+//!   `f64` by a Cholesky inverse, and `B` is kept in `f32` with a zero padding row and column (id 0), shape
 //!   `[n_items + 1, n_items + 1]`, row = history item, column = scored item.
 //!
 //! The default `lambda = 250` was picked on ML-1M validation (SASRec recipe, leave-one-out, full ranking,
@@ -32,9 +31,11 @@
 //! is within 2% of it. Sequential datasets reward order, which EASE ignores: it is a floor for the
 //! sequential models, well above MostPop.
 //!
-//! Without the `ease` feature the type still exists (so configs and registries do not change) but
-//! fitting returns [`ModelError::Config`] naming the feature. [`closed_form_reference`] is the naive
-//! Gauss-Jordan oracle the LAPACK path is tested against; it needs no feature.
+//! The inverse is pure Rust by default ([`crate::spd`]: blocked Cholesky, then `L^-T L^-1`, GEMMs through
+//! `matrixmultiply`, in parallel with rayon), so EASE needs no system library. The cargo feature
+//! `openblas` (off by default in every crate; needs `apt-get install libopenblas-dev` at build and run
+//! time) switches the fit to LAPACK `dpotrf` + `dpotri` through `ndarray-linalg`; both agree to ~1e-12
+//! (tests/ease.rs). [`closed_form_reference`] is the naive Gauss-Jordan oracle both are tested against.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use seqrec_data::Sequences;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::spd::{self, SpdError};
 
 /// File names inside a checkpoint directory.
 const WEIGHTS_FILE: &str = "ease.safetensors";
@@ -114,7 +116,6 @@ struct SavedState {
 /// ]).unwrap();
 /// let train = Split::leave_one_out(&ds).train_sequences(&ds).unwrap();
 /// let mut ease = Ease::new(EaseConfig { lambda: 1.0, max_history: 0 }, &train).unwrap();
-/// # #[cfg(feature = "ease")] {
 /// ease.train_epoch(&train, 0, &mut |_| {}).unwrap();
 /// let mut scores = vec![0.0f32; 4];
 /// // Training prefixes (leave-one-out): [1, 2], [2, 1], [3, 3]; window = longest (2) + 1.
@@ -123,7 +124,6 @@ struct SavedState {
 /// // G = [[2, 2, 0], [2, 2, 0], [0, 0, 1]]: item 2 is item 1's neighbour, B[1, 2] = 2 / (2 + 1).
 /// assert!((scores[2] - 2.0 / 3.0).abs() < 1e-6);
 /// assert_eq!((scores[1], scores[3]), (0.0, 0.0)); // zero diagonal; item 3 unrelated
-/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct Ease {
@@ -177,8 +177,9 @@ impl Ease {
     /// Computes `B` from `train` (what [`Model::train_epoch`] does on its first call).
     ///
     /// # Errors
-    /// [`ModelError::Config`] when built without the `ease` feature; [`ModelError::Data`] when the
-    /// catalogue of `train` differs from the model's or the Cholesky factorisation fails.
+    /// [`ModelError::Data`] when the catalogue of `train` differs from the model's, or when the Cholesky
+    /// factorisation meets a pivot that is not finite and positive (the message names the pivot, its
+    /// item and its value).
     pub fn fit(&mut self, train: &Sequences<'_>) -> Result<(), ModelError> {
         if train.n_items() != self.n_items {
             return Err(ModelError::Data(format!(
@@ -187,7 +188,7 @@ impl Ease {
                 train.n_items()
             )));
         }
-        let p = linalg::regularised_inverse(train, self.n_items, self.config.lambda)?;
+        let p = regularised_inverse(train, self.n_items, self.config.lambda)?;
         self.b = weights_from_inverse(&p, self.n_items);
         self.fitted = true;
         Ok(())
@@ -215,7 +216,6 @@ fn weights_from_inverse(p: &[f64], n: usize) -> Vec<f32> {
 /// fit went from 7.8 s to 3.9 s (criterion medians, `--bench ease`, load ~12), the rest being the
 /// Cholesky inverse. Rows are split into blocks that threads own,
 /// so the result does not depend on the thread count (integer counts, exact in `f64`).
-#[cfg_attr(not(feature = "ease"), allow(dead_code))]
 fn gram_into(train: &Sequences<'_>, g: &mut [f64]) {
     let n = train.n_items();
     assert_eq!(g.len(), n * n, "gram_into: g must be [n_items, n_items]");
@@ -289,39 +289,11 @@ pub fn closed_form_reference(gram: &[f64], n: usize, lambda: f64) -> Vec<f64> {
         n * n,
         "closed_form_reference: gram must be [n, n]"
     );
-    // [A | I] -> [I | A^-1].
     let mut a = gram.to_vec();
     for i in 0..n {
         a[i * n + i] += lambda;
     }
-    let mut inv = vec![0.0f64; n * n];
-    for i in 0..n {
-        inv[i * n + i] = 1.0;
-    }
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&x, &y| a[x * n + col].abs().total_cmp(&a[y * n + col].abs()))
-            .expect("non-empty range");
-        assert!(a[pivot * n + col] != 0.0, "singular matrix");
-        for k in 0..n {
-            a.swap(col * n + k, pivot * n + k);
-            inv.swap(col * n + k, pivot * n + k);
-        }
-        let d = a[col * n + col];
-        for k in 0..n {
-            a[col * n + k] /= d;
-            inv[col * n + k] /= d;
-        }
-        for r in 0..n {
-            if r != col {
-                let f = a[r * n + col];
-                for k in 0..n {
-                    a[r * n + k] -= f * a[col * n + k];
-                    inv[r * n + k] -= f * inv[col * n + k];
-                }
-            }
-        }
-    }
+    let inv = spd::inverse_reference(&a, n);
     let mut b = vec![0.0f64; n * n];
     for i in 0..n {
         for j in 0..n {
@@ -333,55 +305,33 @@ pub fn closed_form_reference(gram: &[f64], n: usize, lambda: f64) -> Vec<f64> {
     b
 }
 
-#[cfg(feature = "ease")]
-mod linalg {
-    use ndarray::Array2;
-    use ndarray_linalg::InverseCInto;
-    use seqrec_data::Sequences;
-
-    use crate::model::ModelError;
-
-    /// `P = (X^T X + lambda I)^-1`, `[n, n]` row-major `f64`.
-    pub(super) fn regularised_inverse(
-        train: &Sequences<'_>,
-        n: usize,
-        lambda: f64,
-    ) -> Result<Vec<f64>, ModelError> {
-        let mut a = Array2::<f64>::zeros((n, n));
-        super::gram_into(
-            train,
-            a.as_slice_mut().expect("a fresh array is contiguous"),
-        );
-        for i in 0..n {
-            a[[i, i]] += lambda;
-        }
-        // G + lambda I is symmetric positive definite for lambda > 0: Cholesky inverse (dpotrf + dpotri).
-        let p = a.invc_into().map_err(|e| {
-            ModelError::Data(format!(
-                "EASE: Cholesky inverse of X^T X + {lambda} I failed: {e}"
-            ))
-        })?;
-        Ok(p.into_raw_vec_and_offset().0)
+/// `P = (X^T X + lambda I)^-1`, `[n, n]` row-major `f64`: the pure-Rust blocked Cholesky inverse
+/// ([`crate::spd`]) by default, LAPACK with the `openblas` cargo feature.
+fn regularised_inverse(
+    train: &Sequences<'_>,
+    n: usize,
+    lambda: f64,
+) -> Result<Vec<f64>, ModelError> {
+    let mut a = vec![0.0f64; n * n];
+    gram_into(train, &mut a);
+    for i in 0..n {
+        a[i * n + i] += lambda;
     }
-}
-
-#[cfg(not(feature = "ease"))]
-mod linalg {
-    use seqrec_data::Sequences;
-
-    use crate::model::ModelError;
-
-    pub(super) fn regularised_inverse(
-        _train: &Sequences<'_>,
-        _n: usize,
-        _lambda: f64,
-    ) -> Result<Vec<f64>, ModelError> {
-        Err(ModelError::Config(
-            "EASE needs the `ease` cargo feature (ndarray-linalg with the system OpenBLAS): rebuild with \
-             default features, after `apt-get install libopenblas-dev`"
-                .into(),
-        ))
-    }
+    // G + lambda I is symmetric positive definite for lambda > 0: a Cholesky inverse. A failing pivot
+    // can only come from rounding or non-finite counts; it is reported, never turned into NaN weights.
+    #[cfg(not(feature = "openblas"))]
+    let p = spd::spd_inverse_in_place(&mut a, n).map(|()| a);
+    #[cfg(feature = "openblas")]
+    let p = spd::spd_inverse_lapack(a, n);
+    p.map_err(|e| match e {
+        SpdError::NotPositiveDefinite { pivot, value } => ModelError::Data(format!(
+            "EASE: X^T X + {lambda} I is not positive definite: Cholesky pivot {pivot} (item {}) is \
+             {value}",
+            pivot + 1
+        )),
+        #[allow(unreachable_patterns)]
+        e => ModelError::Data(format!("EASE: inverse of X^T X + {lambda} I failed: {e}")),
+    })
 }
 
 /// Little-endian `f32` bytes of `B` as a safetensors view.
@@ -676,15 +626,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.max_history(), 7);
-    }
-
-    #[cfg(not(feature = "ease"))]
-    #[test]
-    fn without_the_feature_fit_names_it() {
-        let ds = dataset(vec![vec![1, 2], vec![2, 3]], 3);
-        let seqs = Sequences::all(&ds);
-        let mut m = Ease::new(EaseConfig::default(), &seqs).unwrap();
-        let err = m.train_epoch(&seqs, 0, &mut |_| {}).unwrap_err();
-        assert!(err.to_string().contains("`ease` cargo feature"), "{err}");
     }
 }

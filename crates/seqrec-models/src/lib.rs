@@ -1,6 +1,6 @@
 //! Sequential recommenders built on `seqrec-nn`: the [`Model`] trait every model implements,
 //! [`MostPop`], the popularity floor reported next to every model, [`Ease`] (closed-form item-item,
-//! feature `ease`), [`Gru4rec`], [`LstmAttn`] (LSTM + attention pooling with optional context fusion),
+//! pure Rust; LAPACK with the opt-in feature `openblas`), [`Gru4rec`], [`LstmAttn`] (LSTM + attention pooling with optional context fusion),
 //! [`Sasrec`] (SASRec with the paper's sampled BCE, the full-softmax "SASRec+" loss, gSASRec's gBCE or
 //! a log-Q sampled softmax, configured by [`SasrecConfig`] or [`GsasrecConfig`]) and [`Bert4rec`]
 //! (bidirectional cloze training, [`Bert4recConfig`]).
@@ -39,6 +39,7 @@ mod model;
 mod mostpop;
 mod persist;
 mod sasrec;
+pub mod spd;
 
 pub use bert4rec::{Bert4rec, Bert4recConfig, Bert4recNet};
 pub use ease::{Ease, EaseConfig};

@@ -1,8 +1,10 @@
 //! EASE's closed form against numpy (`scripts/fixtures_ease.py`, committed as `fixtures/ease.json`) and
-//! against the naive Gauss-Jordan oracle on random data; zero diagonal; checkpoint round-trip.
-//! Needs the `ease` feature (on in the workspace build: seqrec-train enables it by default); run alone
-//! with `cargo test -p seqrec-models --features ease`.
-#![cfg(feature = "ease")]
+//! against the naive Gauss-Jordan oracle on random data; zero diagonal; checkpoint round-trip; MovieLens
+//! 100k figures of the LAPACK path reproduced by the default pure-Rust inverse; and, with the opt-in
+//! feature `openblas` (`cargo test -p seqrec-models --features openblas --test ease`), the pure-Rust
+//! and LAPACK inverses agree.
+
+mod common;
 
 use proptest::prelude::*;
 use seqrec_data::{Dataset, Sequences, Vocab};
@@ -190,9 +192,10 @@ fn save_load_round_trip_is_exact() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The LAPACK path equals the Gauss-Jordan oracle on random logs (repeats, items nobody saw).
+    /// The fit (pure Rust, or LAPACK with `openblas`) equals the Gauss-Jordan oracle on random logs
+    /// (repeats, items nobody saw).
     #[test]
-    fn lapack_matches_the_naive_oracle(
+    fn fit_matches_the_naive_oracle(
         n_items in 1usize..12,
         seqs in prop::collection::vec(prop::collection::vec(1u32..12, 1..10), 1..15),
         lambda in 0.05f64..50.0,
@@ -213,3 +216,104 @@ proptest! {
         }
     }
 }
+
+/// Validation NDCG@10 (all 943 users) and the top-10 of the first users on ML-100k, `lambda = 200`.
+fn ml100k_figures(m: &mut Ease, ds: &Dataset, split: &seqrec_data::Split) -> (f64, Vec<Vec<u32>>) {
+    let ndcg = common::valid_ndcg10(m, ds, split, usize::MAX);
+    let (l, w) = (m.max_history(), m.n_items() + 1);
+    let tops = split.valid()[..5]
+        .iter()
+        .map(|case| {
+            let items = case.input_items(ds);
+            let h = &items[items.len().saturating_sub(l)..];
+            let mut input = vec![0u32; l];
+            input[l - h.len()..].copy_from_slice(h);
+            let mut scores = vec![0f32; w];
+            m.score(&input, 1, &mut scores);
+            let mut ids: Vec<u32> = (1..w as u32).collect();
+            ids.sort_by(|&a, &b| {
+                scores[b as usize]
+                    .total_cmp(&scores[a as usize])
+                    .then(a.cmp(&b))
+            });
+            ids.truncate(10);
+            ids
+        })
+        .collect();
+    (ndcg, tops)
+}
+
+/// Real data: the default (pure-Rust) fit reproduces what the LAPACK fit gave on ML-100k before it became
+/// opt-in (printed by this test with `--features openblas`, which runs the LAPACK path).
+#[test]
+fn ml100k_matches_the_lapack_figures() {
+    let (ds, split) = common::ml100k();
+    let train = split.train_sequences(&ds).unwrap();
+    let mut m = Ease::new(
+        EaseConfig {
+            lambda: 200.0,
+            max_history: 0,
+        },
+        &train,
+    )
+    .unwrap();
+    m.fit(&train).unwrap();
+    let (ndcg, tops) = ml100k_figures(&mut m, &ds, &split);
+    eprintln!("ML-100k valid NDCG@10 {ndcg:.10}, top-10 of the first users {tops:?}");
+    assert!(
+        (ndcg - LAPACK_ML100K_NDCG).abs() < 1e-9,
+        "NDCG@10 {ndcg} vs LAPACK {LAPACK_ML100K_NDCG}"
+    );
+    assert_eq!(tops, LAPACK_ML100K_TOPS.map(|t| t.to_vec()).to_vec());
+}
+
+/// The pure-Rust inverse and LAPACK agree on ML-100k's `G + 200 I` per element, and the fitted model
+/// (which uses LAPACK with this feature) gives the same weights as a fit through the pure-Rust inverse.
+#[cfg(feature = "openblas")]
+#[test]
+fn pure_rust_and_lapack_inverses_agree_on_ml100k() {
+    use seqrec_models::spd::{spd_inverse_in_place, spd_inverse_lapack};
+    let (ds, split) = common::ml100k();
+    let train = split.train_sequences(&ds).unwrap();
+    let n = train.n_items();
+    let mut a = gram_reference(&train);
+    for i in 0..n {
+        a[i * n + i] += 200.0;
+    }
+    let lapack = spd_inverse_lapack(a.clone(), n).unwrap();
+    let mut rust = a;
+    spd_inverse_in_place(&mut rust, n).unwrap();
+    let scale = lapack.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert_close(&rust, &lapack, 1e-9, 1e-12 * scale, "P");
+    // B from the pure-Rust P equals the model's B (LAPACK) within f32 rounding.
+    let mut m = Ease::new(
+        EaseConfig {
+            lambda: 200.0,
+            max_history: 0,
+        },
+        &train,
+    )
+    .unwrap();
+    m.fit(&train).unwrap();
+    let b: Vec<f64> = (0..n * n)
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
+            if i == j {
+                0.0
+            } else {
+                -rust[k] / rust[j * n + j]
+            }
+        })
+        .collect();
+    assert_close(&unpadded(&m), &b, 2e-6, 1e-9, "B");
+}
+
+/// Test figures of the LAPACK fit (`--features openblas`, before the pure-Rust inverse existed).
+const LAPACK_ML100K_NDCG: f64 = 0.08307982861459991;
+const LAPACK_ML100K_TOPS: [[u32; 10]; 5] = [
+    [3, 29, 30, 2, 18, 15, 13, 19, 21, 22],
+    [44, 47, 41, 52, 71, 118, 46, 42, 40, 74],
+    [137, 198, 88, 199, 92, 201, 192, 209, 132, 204],
+    [296, 17, 154, 146, 19, 89, 48, 307, 47, 312],
+    [96, 105, 392, 41, 399, 397, 2, 40, 398, 42],
+];

@@ -77,7 +77,7 @@ registry! {
     "gru4rec" => Gru4rec(Gru4recConfig) = |c, t, s| Ok(Box::new(Gru4rec::new(c.clone(), t, s)?));
     /// LSTM encoder + causal attention pooling + MLP head, with optional time/position context fusion.
     "lstm_attn" => LstmAttn(LstmAttnConfig) = |c, t, s| Ok(Box::new(LstmAttn::new(c.clone(), t, s)?));
-    /// EASE (Steck 2019), the closed-form item-item baseline (stops itself after its one epoch; feature `ease`).
+    /// EASE (Steck 2019), the closed-form item-item baseline (stops itself after its one epoch).
     "ease" => Ease(EaseConfig) = |c, t, _s| Ok(Box::new(Ease::new(c.clone(), t)?));
 }
 

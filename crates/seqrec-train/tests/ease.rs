@@ -1,7 +1,6 @@
 //! EASE through the registry and the whole training path on MovieLens-100k (real data; fails, does not
 //! skip, when the data are missing): it beats MostPop by far, and re-evaluating the saved checkpoint
 //! reproduces the test metrics exactly.
-#![cfg(feature = "ease")]
 
 mod common;
 
