@@ -31,11 +31,12 @@
 //! is within 2% of it. Sequential datasets reward order, which EASE ignores: it is a floor for the
 //! sequential models, well above MostPop.
 //!
-//! The inverse is pure Rust by default ([`crate::spd`]: blocked Cholesky, then `L^-T L^-1`, GEMMs through
-//! `matrixmultiply`, in parallel with rayon), so EASE needs no system library. The cargo feature
-//! `openblas` (off by default in every crate; needs `apt-get install libopenblas-dev` at build and run
-//! time) switches the fit to LAPACK `dpotrf` + `dpotri` through `ndarray-linalg`; both agree to ~1e-12
-//! (tests/ease.rs). [`closed_form_reference`] is the naive Gauss-Jordan oracle both are tested against.
+//! The inverse is pure Rust by default ([`crate::spd`]: blocked Cholesky, then `L^-T L^-1`, GEMMs
+//! through `matrixmultiply`, in parallel with rayon), so EASE needs no system library. The cargo
+//! feature `openblas` (off by default in every crate; needs `apt-get install libopenblas-dev` at build
+//! and run time) switches the fit to LAPACK `dpotrf` + `dpotri` through `ndarray-linalg`; the two agree
+//! within 1e-9 relative (tests/ease.rs). [`closed_form_reference`] is the naive Gauss-Jordan oracle both
+//! are tested against.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
