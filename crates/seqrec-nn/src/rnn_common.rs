@@ -22,8 +22,8 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use seqrec_tensor::{
-    DropoutKey, Float, Tensor, Transpose, add_bias, add_bias_backward, dropout_backward,
-    dropout_forward, gemm, gemm_slice, sigmoid_scalar, splitmix64, transpose,
+    DropoutKey, Float, Tensor, Transpose, add_bias, dropout_backward, dropout_forward, gemm,
+    gemm_slice, sigmoid_scalar, splitmix64, transpose,
 };
 
 use crate::init::{Rng, torch_default_bound};
@@ -863,7 +863,9 @@ pub(crate) fn rnn_backward<T: Float>(
             T::ONE,
             layer.weight_hh.grad.as_mut_slice(),
         );
-        add_bias_backward(&mut layer.bias_hh.grad, dgh);
+        // db_hh += column sums of dgh. For an LSTM dgx holds the same values (in another row order),
+        // so db_ih receives the same sums below without a second pass over [seq batch, G h].
+        add_col_sums(layer.bias_hh.grad.as_mut_slice(), dgh.as_slice());
         // Reverse of (1): dW_ih += dgx^T x, db_ih += sum dgx, dx = dgx W_ih.
         let xin = match (l, drop_key) {
             (0, _) => x,
@@ -879,7 +881,10 @@ pub(crate) fn rnn_backward<T: Float>(
             Transpose::No,
             T::ONE,
         );
-        add_bias_backward(&mut layer.bias_ih.grad, dgx);
+        match cell {
+            Cell::Gru => add_col_sums(layer.bias_ih.grad.as_mut_slice(), dgx.as_slice()),
+            Cell::Lstm => add_col_sums(layer.bias_ih.grad.as_mut_slice(), dgh.as_slice()),
+        }
         let dxin = if l == 0 {
             dx.as_deref_mut()
         } else {
@@ -1121,6 +1126,34 @@ pub(crate) fn rnn_step<T: Float>(
         }
     }
     out.as_mut_slice().copy_from_slice(ynew);
+}
+
+/// `db += ` the column sums of `m` (`[rows, db.len()]` row-major), adding rows in order: one pass, no
+/// allocation, the same sums on any thread count; compiled with AVX-512F enabled when the CPU has it.
+fn add_col_sums<T: Float>(db: &mut [T], m: &[T]) {
+    #[inline(always)]
+    fn body<T: Float>(db: &mut [T], m: &[T]) {
+        for row in m.chunks_exact(db.len()) {
+            for (a, &v) in db.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    }
+    if db.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<T: Float>(db: &mut [T], m: &[T]) {
+            body(db, m)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked on the line above).
+            return unsafe { avx512(db, m) };
+        }
+    }
+    body(db, m)
 }
 
 /// Views a slice of `T` as `f32` when `T` is `f32`.
