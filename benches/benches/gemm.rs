@@ -62,6 +62,46 @@ fn bench_gemm(c: &mut Criterion) {
         }
     }
     g.finish();
+
+    // CPU time of the measuring thread (1 thread), far less disturbed by other processes on a shared
+    // machine than wall time; `scripts/bench_torch.py` prints PyTorch's `time.thread_time()` to match.
+    let mut g = c.benchmark_group("gemm_cputime");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let p = pool(1);
+    for (name, m, k, n, tb) in GEMMS {
+        let a = rand_tensor(&[m, k], 1);
+        let b = match tb {
+            Transpose::No => rand_tensor(&[k, n], 2),
+            Transpose::Yes => rand_tensor(&[n, k], 2),
+        };
+        let mut out = Tensor::zeros(&[m, n]);
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        g.bench_function(BenchmarkId::new(name, "1t"), |bch| {
+            p.install(|| {
+                bch.iter_custom(|iters| {
+                    let t0 = thread_cpu_ns();
+                    for _ in 0..iters {
+                        st::gemm(&mut out, 1.0, &a, Transpose::No, &b, tb, 0.0);
+                        black_box(&out);
+                    }
+                    Duration::from_nanos(thread_cpu_ns() - t0)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (first field of `/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("/proc/thread-self/schedstat");
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat format")
 }
 
 fn bench_rows(c: &mut Criterion) {

@@ -22,7 +22,7 @@ use crate::rnn_common::{
 ///
 /// - `gx`: `x W_ih^T + b_ih` `[3h]`; `hh`: `h W_hh^T` `[3h]` (without bias); `bhh`: `b_hh` `[3h]`;
 /// - `h_prev`: `[h]`; writes `h_new` `[h]` and `gates` `[4h]` = r, z, n, `W_hn h + b_hn`.
-#[inline]
+#[inline(always)]
 pub(crate) fn cell_forward<T: Float>(
     gates: &mut [T],
     h_new: &mut [T],
@@ -69,7 +69,7 @@ pub(crate) fn cell_forward<T: Float>(
 ///
 /// - `dh`: in, `dL/dh'`; out, the part of `dL/dh` that does not pass through `W_hh` (`dh' * z`);
 /// - writes `dgx` `[3h]` (gradient of `x W_ih^T + b_ih`) and `dgh` `[3h]` (of `h W_hh^T + b_hh`).
-#[inline]
+#[inline(always)]
 pub(crate) fn cell_backward<T: Float>(
     dgx: &mut [T],
     dgh: &mut [T],
@@ -84,9 +84,12 @@ pub(crate) fn cell_backward<T: Float>(
         &gates[2 * h..3 * h],
         &gates[3 * h..4 * h],
     );
-    let h_prev = &h_prev[..h];
+    // Every slice re-cut to exactly h elements, so the loop below has no bounds checks and vectorises.
+    let (gr, gz, gn, ghn, h_prev) = (&gr[..h], &gz[..h], &gn[..h], &ghn[..h], &h_prev[..h]);
     let (dxr, dxz, dxn) = split3(&mut dgx[..3 * h], h);
     let (dhr, dhz, dhn) = split3(&mut dgh[..3 * h], h);
+    let (dxr, dxz, dxn) = (&mut dxr[..h], &mut dxz[..h], &mut dxn[..h]);
+    let (dhr, dhz, dhn) = (&mut dhr[..h], &mut dhz[..h], &mut dhn[..h]);
     for j in 0..h {
         let (r, z, n, hn) = (gr[j], gz[j], gn[j], ghn[j]);
         let d = dh[j];

@@ -24,7 +24,7 @@ use crate::rnn_common::{
 ///
 /// - `gx`: `x W_ih^T + b_ih` `[4h]`; `hh`: `h W_hh^T` `[4h]` (without bias); `bhh`: `b_hh` `[4h]`;
 /// - `c_prev`: `[h]`; writes `h_new`, `c_new` `[h]` and `gates` `[5h]` = i, f, g, o, `tanh(c')`.
-#[inline]
+#[inline(always)]
 pub(crate) fn cell_forward<T: Float>(
     gates: &mut [T],
     h_new: &mut [T],
@@ -70,7 +70,7 @@ pub(crate) fn cell_forward<T: Float>(
 /// - `dc`: in, `dL/dc'` from the next step; out, `dL/dc` (`dc' * f`);
 /// - writes `dgx` and `dgh` `[4h]` (both the pre-activation gradients: `x W_ih^T + b_ih` and
 ///   `h W_hh^T + b_hh` enter the gates identically).
-#[inline]
+#[inline(always)]
 pub(crate) fn cell_backward<T: Float>(
     dgx: &mut [T],
     dgh: &mut [T],
@@ -80,6 +80,7 @@ pub(crate) fn cell_backward<T: Float>(
     c_prev: &[T],
 ) {
     let h = dh.len();
+    // Every slice re-cut to exactly h elements, so the loop below has no bounds checks and vectorises.
     let (gi, gf, gg, go, gtc) = (
         &gates[..h],
         &gates[h..2 * h],
@@ -88,7 +89,10 @@ pub(crate) fn cell_backward<T: Float>(
         &gates[4 * h..5 * h],
     );
     let (dc, c_prev) = (&mut dc[..h], &c_prev[..h]);
-    let (dgx, dgh) = (&mut dgx[..4 * h], &mut dgh[..4 * h]);
+    let (dxi, rest) = dgx[..4 * h].split_at_mut(h);
+    let (dxf, rest) = rest.split_at_mut(h);
+    let (dxg, dxo) = rest.split_at_mut(h);
+    let (dxi, dxf, dxg, dxo) = (&mut dxi[..h], &mut dxf[..h], &mut dxg[..h], &mut dxo[..h]);
     for j in 0..h {
         let (i, f, g, o, tc) = (gi[j], gf[j], gg[j], go[j], gtc[j]);
         let d = dh[j];
@@ -102,17 +106,14 @@ pub(crate) fn cell_backward<T: Float>(
         dc[j] = dcn * f;
         dh[j] = T::ZERO;
         // (a) through the sigmoids and the tanh
-        let dai = di * i * (T::ONE - i);
-        let daf = df * f * (T::ONE - f);
-        let dag = dg * (T::ONE - g * g);
-        let dao = d_o * o * (T::ONE - o);
-        dgx[j] = dai;
-        dgx[h + j] = daf;
-        dgx[2 * h + j] = dag;
-        dgx[3 * h + j] = dao;
+        dxi[j] = di * i * (T::ONE - i);
+        dxf[j] = df * f * (T::ONE - f);
+        dxg[j] = dg * (T::ONE - g * g);
+        dxo[j] = d_o * o * (T::ONE - o);
     }
+    let dgh = &mut dgh[..4 * h];
     // x W_ih^T + b_ih and h W_hh^T + b_hh enter the gates identically.
-    dgh.copy_from_slice(dgx);
+    dgh.copy_from_slice(&dgx[..4 * h]);
 }
 
 /// A multi-layer LSTM with PyTorch's parameter names (`{prefix}.weight_ih_l0`, ...), layouts and gate

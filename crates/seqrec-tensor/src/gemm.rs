@@ -99,7 +99,14 @@ fn gemm_slices<T: Float>(
         return;
     }
     let threads = rayon::current_num_threads();
-    if threads == 1 || m * n * k < PAR_MIN_FLOPS || m < 16 {
+    // Column split when op(C) is short and wide (a few row blocks would each pack all of B, and each
+    // block would be short): one block of whole 32-column panels per thread, each packing only its part.
+    let col_blocks = if n >= 2 * COL_ALIGN && m < n.max(256) {
+        threads.min(n / COL_ALIGN)
+    } else {
+        1
+    };
+    if threads == 1 || m * n * k < PAR_MIN_FLOPS || (m < 16 && col_blocks < 2) {
         // SAFETY: a holds op(a) [m, k] at strides (rsa, csa) and b holds op(b) [k, n] at (rsb, csb), as
         // checked by the caller against the tensor shapes; c is [m, n] row-major, a separate &mut slice.
         unsafe {
@@ -120,6 +127,37 @@ fn gemm_slices<T: Float>(
                 1,
             )
         }
+        return;
+    }
+    if col_blocks >= 2 {
+        let cols_per = n.div_ceil(col_blocks).next_multiple_of(COL_ALIGN);
+        let cp = SendPtr(c.as_mut_ptr());
+        (0..n.div_ceil(cols_per)).into_par_iter().for_each(|bi| {
+            let j0 = bi * cols_per;
+            let nb = cols_per.min(n - j0);
+            // SAFETY: columns j0..j0+nb of op(b) start at element j0 * csb of b (csb >= 0) and lie inside
+            // b because op(b) [k, n] does; op(a) is as above; the block writes columns j0..j0+nb of every
+            // row of c ([m, n] row-major, row stride n), disjoint from the other blocks' columns, and no
+            // other reference to c is used while the blocks run.
+            unsafe {
+                T::gemm_raw(
+                    m,
+                    k,
+                    nb,
+                    alpha,
+                    a.as_ptr(),
+                    rsa,
+                    csa,
+                    b.as_ptr().offset(j0 as isize * csb),
+                    rsb,
+                    csb,
+                    beta,
+                    cp.get().add(j0),
+                    n as isize,
+                    1,
+                )
+            }
+        });
         return;
     }
     // Row blocks: a few per thread for balance, a multiple of 8 rows (the f32 kernel's row tile).
@@ -152,6 +190,77 @@ fn gemm_slices<T: Float>(
                 )
             }
         });
+}
+
+/// Columns per block of the column split: the f32 kernel's panel width, so no block splits a panel.
+const COL_ALIGN: usize = 32;
+
+/// The output pointer shared by the column blocks, which write disjoint columns.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: the pointer is only dereferenced by `gemm_slices`' column blocks, each on its own columns of
+// an output that the caller borrows mutably for the whole parallel section; T itself is Send.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; sharing the pointer value between threads is harmless, the accesses are disjoint.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the whole `SendPtr` rather than its raw field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// [`gemm`] on plain row-major slices, for operands that are part of a larger buffer (e.g. the first
+/// `seq` steps of a `[seq + 1, batch, h]` state history): `c [m, n] = alpha * op(a) op(b) + beta * c`,
+/// with `a` holding `[m, k]` (`[k, m]` if `ta = Yes`) and `b` holding `[k, n]` (`[n, k]` if `tb = Yes`)
+/// in their first elements. Large products run on several rayon threads, as in [`gemm`].
+///
+/// # Panics
+/// If a slice is shorter than its matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_slice<T: Float>(
+    (m, k, n): (usize, usize, usize),
+    alpha: T,
+    a: &[T],
+    ta: Transpose,
+    b: &[T],
+    tb: Transpose,
+    beta: T,
+    c: &mut [T],
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm_slice: [{m}, {k}] x [{k}, {n}] needs a, b, c of at least {}, {}, {} elements, got {}, {}, {}",
+        m * k,
+        k * n,
+        m * n,
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    let (_, _, rsa, csa) = match ta {
+        Transpose::No => op_dims(m, k, ta),
+        Transpose::Yes => op_dims(k, m, ta),
+    };
+    let (_, _, rsb, csb) = match tb {
+        Transpose::No => op_dims(k, n, tb),
+        Transpose::Yes => op_dims(n, k, tb),
+    };
+    gemm_slices(
+        m,
+        k,
+        n,
+        alpha,
+        &a[..m * k],
+        rsa,
+        csa,
+        &b[..k * n],
+        rsb,
+        csb,
+        beta,
+        &mut c[..m * n],
+    );
 }
 
 /// `(batch, rows, cols)` of a tensor viewed as a stack of matrices over its last two axes.

@@ -75,7 +75,7 @@ pub use elementwise::{
 };
 pub use embedding::{Padding, embedding_backward, embedding_forward};
 pub use float::Float;
-pub use gemm::{Transpose, gemm, gemm_batched};
+pub use gemm::{Transpose, gemm, gemm_batched, gemm_slice};
 pub use layernorm::{layernorm_backward, layernorm_forward};
 pub use reduce::{Exclude, NO_ID, max, max_last, mean, mean_last, sq_norm, sum, sum_last, topk};
 pub use shape_ops::{concat, slice, slice_add, slice_assign, transpose};
