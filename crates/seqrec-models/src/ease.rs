@@ -39,7 +39,7 @@
 //! are tested against.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -47,6 +47,7 @@ use seqrec_data::Sequences;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::persist::{ckpt_err, write_atomic};
 use crate::spd::{self, SpdError};
 
 /// File names inside a checkpoint directory.
@@ -355,31 +356,6 @@ impl View for &WeightsView<'_> {
     fn data_len(&self) -> usize {
         self.data.len()
     }
-}
-
-fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
-    ModelError::Checkpoint {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ckpt_err(path, e)
-    })
 }
 
 impl Model for Ease {
