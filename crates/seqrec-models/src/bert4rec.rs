@@ -49,6 +49,7 @@ use seqrec_tensor::{
 };
 
 use crate::adam::{AdamHyper, AdamState};
+use crate::epoch::{EpochTally, step_key};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{CheckpointFiles, ckpt_err};
 
@@ -905,7 +906,7 @@ impl Model for Bert4rec {
             .collect();
         SeqRng::keyed(self.seed ^ SHUFFLE_STREAM, epoch as u64, 0).shuffle(&mut order);
         let steps = order.len().div_ceil(config.batch_size);
-        let (mut sum, mut sequences) = (0.0f64, 0usize);
+        let mut tally = EpochTally::new(steps, on_step);
         for (step, chunk) in order.chunks(config.batch_size).enumerate() {
             let rows = chunk.len();
             self.inputs.resize(rows * l, 0);
@@ -925,7 +926,7 @@ impl Model for Bert4rec {
             }
             self.net.zero_grad();
             let phase = Phase::Train {
-                step: ((epoch as u64) << 32) | step as u64,
+                step: step_key(epoch, step),
             };
             let loss = self
                 .net
@@ -933,20 +934,9 @@ impl Model for Bert4rec {
                 .to_f64();
             self.adam
                 .finish_step(&mut self.net, loss, config.clip_grad_norm, epoch, step)?;
-            sum += loss;
-            sequences += rows;
-            on_step(&StepReport {
-                step,
-                steps,
-                loss,
-                sequences: rows,
-            });
+            tally.record(loss, rows);
         }
-        Ok(EpochReport {
-            loss: if steps == 0 { 0.0 } else { sum / steps as f64 },
-            steps,
-            sequences,
-        })
+        Ok(tally.finish())
     }
 
     fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {

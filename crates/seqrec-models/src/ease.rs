@@ -46,6 +46,7 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use seqrec_data::Sequences;
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::single_pass;
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{ckpt_err, write_atomic};
 use crate::spd::{self, SpdError};
@@ -388,17 +389,7 @@ impl Model for Ease {
         if !self.fitted {
             self.fit(train)?;
         }
-        on_step(&StepReport {
-            step: 0,
-            steps: 1,
-            loss: 0.0,
-            sequences: train.len(),
-        });
-        Ok(EpochReport {
-            loss: 0.0,
-            steps: 1,
-            sequences: train.len(),
-        })
+        Ok(single_pass(train.len(), on_step))
     }
 
     fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {

@@ -42,8 +42,9 @@ use seqrec_tensor::{Float, Tensor, Transpose, gemm, splitmix64};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::{AdamHyper, AdamState};
+use crate::epoch::{EpochTally, step_key};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
-use crate::persist::{CheckpointFiles, ckpt_err};
+use crate::persist::{CheckpointFiles, check_n_items};
 
 /// Positions scored per chunk of the output layer: bounds the `[chunk, n_items]` logits buffer
 /// (about 14 MB for ML-1M in `f32`, instead of ~350 MB for a whole `[128 x 200, 3416]` batch).
@@ -1230,9 +1231,9 @@ impl Gru4rec {
         self.core.carried = None;
         self.core.drop_emb.train();
         self.core.drop_hid.train();
-        let (mut loss_sum, mut sequences, mut step) = (0.0, 0, 0);
+        let mut tally = EpochTally::new(steps, on_step);
         while let Some(batch) = lanes.next_step() {
-            let counter = ((epoch as u64) << 32) | step as u64;
+            let (step, counter) = (tally.step(), step_key(epoch, tally.step()));
             self.core.drop_emb.set_counter(counter);
             self.core.drop_hid.set_counter(counter);
             self.core.net.zero_grad();
@@ -1247,23 +1248,10 @@ impl Gru4rec {
             let clip = self.core.cfg.clip_grad_norm;
             self.adam
                 .finish_step(&mut self.core.net, loss, clip, epoch, step)?;
-            let started = batch.reset.iter().filter(|&&r| r).count();
-            loss_sum += loss;
-            sequences += started;
-            on_step(&StepReport {
-                step,
-                steps,
-                loss,
-                sequences: started,
-            });
-            step += 1;
+            tally.record(loss, batch.reset.iter().filter(|&&r| r).count());
         }
         self.core.carried = None;
-        Ok(EpochReport {
-            loss: loss_sum / step.max(1) as f64,
-            steps: step,
-            sequences,
-        })
+        Ok(tally.finish())
     }
 }
 
@@ -1326,14 +1314,13 @@ impl Model for Gru4rec {
         }
         self.core.drop_emb.train();
         self.core.drop_hid.train();
-        let (mut loss_sum, mut sequences) = (0.0, 0);
-        let mut step = 0;
+        let mut tally = EpochTally::new(steps, on_step);
         while let Some(batch) = batcher
             .next_batch()
             .map_err(|e| ModelError::Data(format!("gru4rec batches: {e}")))?
         {
             // Dropout keys from (seed, epoch, step): a resumed run draws the same masks.
-            let counter = ((epoch as u64) << 32) | step as u64;
+            let (step, counter) = (tally.step(), step_key(epoch, tally.step()));
             self.core.drop_emb.set_counter(counter);
             self.core.drop_hid.set_counter(counter);
             self.core.net.zero_grad();
@@ -1347,21 +1334,9 @@ impl Model for Gru4rec {
             let loss = self.core.step(&input, true);
             self.adam
                 .finish_step(&mut self.core.net, loss, cfg.clip_grad_norm, epoch, step)?;
-            loss_sum += loss;
-            sequences += batch.rows;
-            on_step(&StepReport {
-                step,
-                steps,
-                loss,
-                sequences: batch.rows,
-            });
-            step += 1;
+            tally.record(loss, batch.rows);
         }
-        Ok(EpochReport {
-            loss: loss_sum / step.max(1) as f64,
-            steps: step,
-            sequences,
-        })
+        Ok(tally.finish())
     }
 
     /// # Panics
@@ -1405,21 +1380,8 @@ impl Model for Gru4rec {
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
         let (state, path): (SavedState, _) = FILES.read_state(dir)?;
-        if state.n_items != self.core.n_items {
-            return Err(ckpt_err(
-                &path,
-                format!(
-                    "saved for {} items, but the model has {}",
-                    state.n_items, self.core.n_items
-                ),
-            ));
-        }
-        // Load into copies and commit only when every file matches.
-        let mut net = self.core.net.clone();
-        FILES.load_params(dir, &mut net)?;
-        self.adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
-        self.core.net = net;
-        Ok(())
+        check_n_items(&path, state.n_items, self.core.n_items)?;
+        FILES.load_net_and_adam(dir, &mut self.core.net, &mut self.adam, state.adam_steps)
     }
 }
 

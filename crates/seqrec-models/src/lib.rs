@@ -33,6 +33,7 @@
 mod adam;
 mod bert4rec;
 pub mod ease;
+mod epoch;
 pub mod gru4rec;
 pub mod lstm_attn;
 mod model;

@@ -50,9 +50,10 @@ use seqrec_tensor::{
 use serde::{Deserialize, Serialize};
 
 use crate::adam::{AdamHyper, AdamState};
+use crate::epoch::{EpochTally, step_key};
 use crate::gru4rec::{add_bias_rows, col_sum_acc, gather_rows, scatter_add_rows};
 use crate::model::{EpochReport, HistoryContext, Model, ModelError, StepReport};
-use crate::persist::{CheckpointFiles, ckpt_err};
+use crate::persist::{CheckpointFiles, check_n_items, ckpt_err};
 
 /// Positions per chunk of the output layer (bounds the `[chunk, n_items]` logits buffer).
 const CHUNK_ROWS: usize = 1024;
@@ -1253,12 +1254,12 @@ impl Model for LstmAttn {
         }
         self.core.drop_emb.train();
         self.core.drop_hid.train();
-        let (mut loss_sum, mut sequences, mut step) = (0.0, 0, 0);
+        let mut tally = EpochTally::new(steps, on_step);
         while let Some(batch) = batcher
             .next_batch()
             .map_err(|e| ModelError::Data(format!("lstm_attn batches: {e}")))?
         {
-            let counter = ((epoch as u64) << 32) | step as u64;
+            let (step, counter) = (tally.step(), step_key(epoch, tally.step()));
             self.core.drop_emb.set_counter(counter);
             self.core.drop_hid.set_counter(counter);
             self.core.net.zero_grad();
@@ -1273,23 +1274,11 @@ impl Model for LstmAttn {
             let loss = self.core.step(&input, true);
             self.adam
                 .finish_step(&mut self.core.net, loss, cfg.clip_grad_norm, epoch, step)?;
-            loss_sum += loss;
-            sequences += batch.rows;
-            on_step(&StepReport {
-                step,
-                steps,
-                loss,
-                sequences: batch.rows,
-            });
-            step += 1;
+            tally.record(loss, batch.rows);
         }
         self.core.drop_emb.eval();
         self.core.drop_hid.eval();
-        Ok(EpochReport {
-            loss: loss_sum / step.max(1) as f64,
-            steps: step,
-            sequences,
-        })
+        Ok(tally.finish())
     }
 
     /// Ids-only scoring. With context fusion on, positions are counted within the given window and
@@ -1389,15 +1378,7 @@ impl Model for LstmAttn {
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
         let (state, path): (SavedState, _) = FILES.read_state(dir)?;
-        if state.n_items != self.core.n_items {
-            return Err(ckpt_err(
-                &path,
-                format!(
-                    "saved for {} items, but the model has {}",
-                    state.n_items, self.core.n_items
-                ),
-            ));
-        }
+        check_n_items(&path, state.n_items, self.core.n_items)?;
         // Optimiser settings may change on resume; the architecture (which also fixes what the
         // context features mean) may not.
         if state.config.architecture() != self.core.cfg.architecture() {
@@ -1410,12 +1391,7 @@ impl Model for LstmAttn {
                 ),
             ));
         }
-        // Load into copies and commit only when every file matches.
-        let mut net = self.core.net.clone();
-        FILES.load_params(dir, &mut net)?;
-        self.adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
-        self.core.net = net;
-        Ok(())
+        FILES.load_net_and_adam(dir, &mut self.core.net, &mut self.adam, state.adam_steps)
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use seqrec_data::Sequences;
 
+use crate::epoch::single_pass;
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{ckpt_err, write_atomic};
 
@@ -53,18 +54,7 @@ impl Model for MostPop {
                 self.counts[i as usize] += 1.0;
             }
         }
-        let report = StepReport {
-            step: 0,
-            steps: 1,
-            loss: 0.0,
-            sequences: train.len(),
-        };
-        on_step(&report);
-        Ok(EpochReport {
-            loss: 0.0,
-            steps: 1,
-            sequences: train.len(),
-        })
+        Ok(single_pass(train.len(), on_step))
     }
 
     fn score(&mut self, _histories: &[u32], batch: usize, scores: &mut [f32]) {

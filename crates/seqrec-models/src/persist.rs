@@ -22,6 +22,17 @@ pub(crate) fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelErr
     }
 }
 
+/// A checkpoint error at `path` unless it was saved for the `have` items the model is built for.
+pub(crate) fn check_n_items(path: &Path, saved: usize, have: usize) -> Result<(), ModelError> {
+    if saved == have {
+        return Ok(());
+    }
+    Err(ckpt_err(
+        path,
+        format!("saved for {saved} items, but the model has {have}"),
+    ))
+}
+
 /// Writes `bytes` to `path` through a temporary file (fsynced) and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let mut tmp = path.as_os_str().to_owned();
@@ -83,6 +94,22 @@ impl CheckpointFiles {
     pub fn load_params(&self, dir: &Path, net: &mut dyn Module<f32>) -> Result<(), ModelError> {
         let path = dir.join(self.params);
         checkpoint::load(net, &path).map_err(|e| ckpt_err(&path, e))
+    }
+
+    /// Loads the parameters and Adam moments of `dir` into copies of `net` and `adam`, and commits
+    /// both only when both files match (a failed load leaves the model untouched).
+    pub fn load_net_and_adam<N: Module<f32> + Clone>(
+        &self,
+        dir: &Path,
+        net: &mut N,
+        adam: &mut AdamState<f32>,
+        steps: u64,
+    ) -> Result<(), ModelError> {
+        let mut loaded = net.clone();
+        self.load_params(dir, &mut loaded)?;
+        *adam = self.load_adam(dir, adam, steps)?;
+        *net = loaded;
+        Ok(())
     }
 
     /// A copy of `adam` with the moments of `dir` and `steps` steps taken.
