@@ -46,12 +46,11 @@
 //! SASRec.pytorch (`xavier_normal_` on every parameter with two or more dimensions); biases and layer
 //! norms keep PyTorch's defaults; the padding row of the item table is zero.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, Sequences, WindowMode};
-use seqrec_nn::checkpoint;
 use seqrec_nn::init::Rng;
 use seqrec_nn::loss::{bce_with_logits, softmax_cross_entropy};
 use seqrec_nn::{
@@ -65,6 +64,7 @@ use seqrec_tensor::{
 
 use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::persist::{CheckpointFiles, ckpt_err};
 
 #[path = "sasrec_serve.rs"]
 mod serve;
@@ -1294,34 +1294,12 @@ struct SavedState {
     config: SasrecConfig,
 }
 
-const MODEL_FILE: &str = "model.safetensors";
-const OPTIM_FILE: &str = "optimizer.safetensors";
-const STATE_FILE: &str = "state.json";
-
-pub(crate) fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
-    ModelError::Checkpoint {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ckpt_err(path, e)
-    })
-}
+/// The checkpoint files (names unchanged since format 1).
+const FILES: CheckpointFiles = CheckpointFiles {
+    params: "model.safetensors",
+    optim: "optimizer.safetensors",
+    state: "state.json",
+};
 
 /// SASRec as a [`Model`]: a [`SasrecNet<f32>`], Adam, and the seed that keys shuffling, negatives and
 /// dropout.
@@ -1514,11 +1492,6 @@ impl Model for Sasrec {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e))?;
-        let model = dir.join(MODEL_FILE);
-        checkpoint::save(&self.net, &model).map_err(|e| ckpt_err(&model, e))?;
-        let optim = dir.join(OPTIM_FILE);
-        checkpoint::save(&self.adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
         let state = SavedState {
             format: 1,
             model: "sasrec".into(),
@@ -1527,15 +1500,11 @@ impl Model for Sasrec {
             adam_steps: self.adam.steps,
             config: self.net.config.clone(),
         };
-        let path = dir.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| ckpt_err(&path, e))?;
-        write_atomic(&path, &json)
+        FILES.save(dir, &self.net, &self.adam, &state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| ckpt_err(&path, e))?;
-        let state: SavedState = serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&path, e))?;
+        let (state, path): (SavedState, _) = FILES.read_state(dir)?;
         if state.model != "sasrec" || state.format != 1 {
             return Err(ckpt_err(
                 &path,
@@ -1545,24 +1514,21 @@ impl Model for Sasrec {
                 ),
             ));
         }
-        // Tensors are checked by name and shape (the error names the tensor and both shapes); all
-        // files are read into copies first, so a failed load leaves the model untouched.
-        let optim = dir.join(OPTIM_FILE);
-        let mut adam = self.adam.clone();
-        checkpoint::load(&mut adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
+        // Tensors are checked by name and shape (the error names the tensor and both shapes); every
+        // file is read into a copy or checked whole before anything is committed, so a failed load
+        // leaves the model untouched.
+        let adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
         // Dropout seeds derive from the model seed, fixed when the network is built: a checkpoint of
         // another seed is loaded into a network rebuilt with that seed (and this model's config, so
-        // shapes are still checked against it).
-        // `checkpoint::load` checks the whole file before copying, so a failure leaves `self.net` as is.
-        let model = dir.join(MODEL_FILE);
+        // shapes are still checked against it). `load_params` checks the whole file before copying,
+        // so a failure leaves `self.net` as is.
         if state.seed == self.seed {
-            checkpoint::load(&mut self.net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut self.net)?;
         } else {
             let mut net = SasrecNet::new(&self.net.config, self.net.n_items, state.seed)?;
-            checkpoint::load(&mut net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut net)?;
             self.net = net;
         }
-        adam.steps = state.adam_steps;
         self.adam = adam;
         self.seed = state.seed;
         Ok(())
