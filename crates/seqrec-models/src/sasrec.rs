@@ -46,12 +46,11 @@
 //! SASRec.pytorch (`xavier_normal_` on every parameter with two or more dimensions); biases and layer
 //! norms keep PyTorch's defaults; the padding row of the item table is zero.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, Sequences, WindowMode};
-use seqrec_nn::checkpoint;
 use seqrec_nn::init::Rng;
 use seqrec_nn::loss::{bce_with_logits, softmax_cross_entropy};
 use seqrec_nn::{
@@ -65,6 +64,10 @@ use seqrec_tensor::{
 
 use crate::adam::{AdamHyper, AdamState};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::persist::{CheckpointFiles, ckpt_err};
+
+#[path = "sasrec_serve.rs"]
+mod serve;
 
 /// Training objective of [`Sasrec`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +439,8 @@ pub struct SasrecNet<T> {
     n_items: usize,
     emb_dropout_seed: u64,
     cache: NetCache<T>,
+    /// Buffers of the serving forward ([`SasrecNet::score_last_position`]).
+    serve: serve::ServeScratch<T>,
 }
 
 /// Zeroes the rows of `x` (viewed as `[rows, cols]`) whose flag is `false`.
@@ -601,6 +606,7 @@ impl<T: Float> SasrecNet<T> {
             n_items,
             emb_dropout_seed: splitmix64(seed ^ 0xE3B0),
             cache,
+            serve: serve::ServeScratch::new(),
         })
     }
 
@@ -1077,67 +1083,19 @@ impl<T: Float> SasrecNet<T> {
     }
 }
 
-/// Buffers of [`SasrecNet::score_last_position`], kept per thread between calls (a serving worker
-/// calls it from one thread). At serving sizes (`[64, 200, 50]` activations, `[64, 200, 200]`
-/// attention weights) fresh buffers cost a page fault per 4 KiB on every call; reused ones do not.
-struct ServeScratch<T> {
-    blocks: Vec<TransformerEncoderBlockCache<T>>,
-    e: Tensor<T>,
-    cur: Tensor<T>,
-    next: Tensor<T>,
-    k: Tensor<T>,
-    v: Tensor<T>,
-}
-
-type TransformerEncoderBlockCache<T> = seqrec_nn::TransformerBlockCache<T>;
-
-thread_local! {
-    static SERVE_SCRATCH: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-impl<T: Float + 'static> ServeScratch<T> {
-    /// This thread's buffers (new ones the first time, or for another element type).
-    fn take() -> Self {
-        SERVE_SCRATCH
-            .with(|c| c.borrow_mut().take())
-            .and_then(|b| b.downcast::<Self>().ok())
-            .map(|b| *b)
-            .unwrap_or_else(|| ServeScratch {
-                blocks: Vec::new(),
-                e: Tensor::zeros(&[0]),
-                cur: Tensor::zeros(&[0]),
-                next: Tensor::zeros(&[0]),
-                k: Tensor::zeros(&[0]),
-                v: Tensor::zeros(&[0]),
-            })
-    }
-
-    fn put_back(self) {
-        SERVE_SCRATCH.with(|c| *c.borrow_mut() = Some(Box::new(self)));
-    }
-}
-
 // Serving: explanations and padding-trimmed scoring (kept in their own impl block).
 impl<T: Float> SasrecNet<T> {
-    /// [`SasrecNet::score_trimmed`] that also runs the LAST block for the last position only: scores
-    /// read nothing else, so its query, attention row, output projection, feed-forward and norms are
-    /// computed for one row per history instead of `l'` (keys and values still cover every
-    /// position). Falls back to [`SasrecNet::score_trimmed`] unless the blocks are SASRec blocks that
-    /// mask padded keys (the default).
+    /// [`SasrecNet::score`] through the inference-only serving forward (module `sasrec_serve.rs`):
+    /// only the real positions of each history, the causal attention's lower triangle, the last
+    /// block for the last position only, reused buffers. Equal to [`SasrecNet::score`] up to
+    /// summation order (`tests/sasrec_serve.rs`). Blocks it does not support (not causal, padded keys
+    /// not masked, padded outputs not zeroed: none that [`SasrecNet::new`] builds) run
+    /// [`SasrecNet::score`] instead.
     ///
     /// # Panics
     /// As [`SasrecNet::score`].
     pub fn score_last_position(&mut self, histories: &[u32], batch: usize, scores: &mut [T]) {
-        use seqrec_nn::{FeedForwardCache, LayerNormCache, NormPlacement, TransformerBlockCache};
-        let fits = self.encoder.layers.iter().all(|b| {
-            let c = b.config();
-            c.norm == NormPlacement::SasRec && c.mask_padded_keys
-        });
-        if !fits {
-            return self.score_trimmed(histories, batch, scores);
-        }
-        let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        let (l, cols) = (self.config.maxlen, self.n_items + 1);
         assert_eq!(
             histories.len(),
             batch * l,
@@ -1154,194 +1112,18 @@ impl<T: Float> SasrecNet<T> {
                 self.n_items
             );
         }
+        if !self.serving_supported() {
+            return self.score(histories, batch, scores);
+        }
+        // Sub-batches of at most batch_size rows bound the buffers, as in `score`.
         let step = self.config.batch_size;
-        let nb = self.encoder.layers.len();
         for start in (0..batch).step_by(step) {
             let b = step.min(batch - start);
-            let rows = &histories[start * l..(start + b) * l];
-            let lp = rows
-                .chunks_exact(l)
-                .map(|r| l - r.iter().position(|&i| i != 0).unwrap_or(l))
-                .max()
-                .unwrap_or(0)
-                .max(1);
-            let off = l - lp;
-            let ids: Vec<u32> = rows
-                .chunks_exact(l)
-                .flat_map(|r| r[off..].iter().copied())
-                .collect();
-            let keep: Vec<bool> = ids.iter().map(|&i| i != 0).collect();
-            // Reused buffers (see `ServeScratch`): no page faults for fresh multi-megabyte buffers.
-            let mut sc = ServeScratch::<T>::take();
-            let shape = [b, lp, d];
-            // Embeddings, as in score_trimmed.
-            sc.e.resize(&shape);
-            self.item_emb.forward(&mut sc.e, &ids);
-            scale_inplace(&mut sc.e, T::from_f64((d as f64).sqrt()));
-            sc.cur.resize(&shape);
-            {
-                let pos = self.pos_emb.weight.value.as_slice();
-                let (x, e) = (sc.cur.as_mut_slice(), sc.e.as_slice());
-                for (r, &k) in keep.iter().enumerate() {
-                    let row = &mut x[r * d..(r + 1) * d];
-                    if k {
-                        let t = off + r % lp;
-                        for ((o, &a), &p) in row
-                            .iter_mut()
-                            .zip(&e[r * d..(r + 1) * d])
-                            .zip(&pos[t * d..(t + 1) * d])
-                        {
-                            *o = a + p;
-                        }
-                    } else {
-                        row.fill(T::ZERO);
-                    }
-                }
-            }
-            // Every block but the last: whole sequences.
-            sc.next.resize(&shape);
-            while sc.blocks.len() < nb - 1 {
-                let c = self.encoder.layers[sc.blocks.len()].config();
-                sc.blocks.push(TransformerBlockCache::new(c, b, lp));
-            }
-            for (layer, cache) in self.encoder.layers[..nb - 1]
-                .iter()
-                .zip(sc.blocks.iter_mut())
-            {
-                layer.forward(&mut sc.next, cache, &sc.cur, Some(&keep), Phase::Eval);
-                std::mem::swap(&mut sc.cur, &mut sc.next);
-            }
-            let cur = &mut sc.cur;
-            // The last block on the last position of each row (SASRec placement, eval mode):
-            // l1 = LN1(x_last); a = MHA(l1, x); s = l1 + a; l2 = LN2(s); y = l2 + FF(l2).
-            let last = &self.encoder.layers[nb - 1];
-            let heads = last.config().num_heads;
-            let dh = d / heads;
-            let mut x_last = Tensor::zeros(&[b, d]);
-            for (r, row) in x_last.as_mut_slice().chunks_exact_mut(d).enumerate() {
-                let t = r * lp + lp - 1;
-                row.copy_from_slice(&cur.as_slice()[t * d..(t + 1) * d]);
-            }
-            let mut l1 = Tensor::zeros(&[b, d]);
-            last.norm1
-                .forward(&mut l1, &mut LayerNormCache::new(b), &x_last);
-            let w = last.self_attn.in_proj_weight.value.as_slice();
-            let bias = last.self_attn.in_proj_bias.value.as_slice();
-            let block = |i: usize| {
-                Tensor::from_vec(&[d, d], w[i * d * d..(i + 1) * d * d].to_vec())
-                    .expect("[d, d] block")
-            };
-            let project = |out: &mut Tensor<T>, x: &Tensor<T>, i: usize| {
-                gemm(
-                    out,
-                    T::ONE,
-                    x,
-                    Transpose::No,
-                    &block(i),
-                    Transpose::Yes,
-                    T::ZERO,
-                );
-                for row in out.as_mut_slice().chunks_exact_mut(d) {
-                    for (o, &bb) in row.iter_mut().zip(&bias[i * d..(i + 1) * d]) {
-                        *o += bb;
-                    }
-                }
-            };
-            let mut q = Tensor::zeros(&[b, d]);
-            project(&mut q, &l1, 0);
-            cur.reshape(&[b * lp, d]);
-            let (k, v) = (&mut sc.k, &mut sc.v);
-            k.resize(&[b * lp, d]);
-            v.resize(&[b * lp, d]);
-            project(k, cur, 1);
-            project(v, cur, 2);
-            let scale = 1.0 / (dh as f64).sqrt();
-            let mut ctx = Tensor::zeros(&[b, d]);
-            let mut live = vec![false; b];
-            let mut p = vec![0.0f64; lp];
-            for r in 0..b {
-                let kr = &keep[r * lp..(r + 1) * lp];
-                live[r] = kr.iter().any(|&x| x);
-                if !live[r] {
-                    continue;
-                }
-                for hh in 0..heads {
-                    let qh = &q.as_slice()[r * d + hh * dh..r * d + (hh + 1) * dh];
-                    let mut max = f64::NEG_INFINITY;
-                    for j in 0..lp {
-                        if kr[j] {
-                            let kj = &k.as_slice()
-                                [(r * lp + j) * d + hh * dh..(r * lp + j) * d + (hh + 1) * dh];
-                            p[j] = dot(qh, kj).to_f64() * scale;
-                            max = max.max(p[j]);
-                        }
-                    }
-                    let mut sum = 0.0;
-                    for j in 0..lp {
-                        p[j] = if kr[j] { (p[j] - max).exp() } else { 0.0 };
-                        sum += p[j];
-                    }
-                    let c = &mut ctx.as_mut_slice()[r * d + hh * dh..r * d + (hh + 1) * dh];
-                    for j in 0..lp {
-                        if kr[j] {
-                            let vj = &v.as_slice()
-                                [(r * lp + j) * d + hh * dh..(r * lp + j) * d + (hh + 1) * dh];
-                            axpy_slice(c, T::from_f64(p[j] / sum), vj);
-                        }
-                    }
-                }
-            }
-            let mut a = Tensor::zeros(&[b, d]);
-            last.self_attn.out_proj.forward(&mut a, &ctx);
-            let mut s2 = Tensor::zeros(&[b, d]);
-            for (r, ((o, &x), &y)) in s2
-                .as_mut_slice()
-                .iter_mut()
-                .zip(l1.as_slice())
-                .zip(a.as_slice())
-                .enumerate()
-            {
-                // A query that sees no key outputs zero (MultiheadAttention's rule).
-                *o = if live[r / d] { x + y } else { x };
-            }
-            let mut l2 = Tensor::zeros(&[b, d]);
-            last.norm2
-                .forward(&mut l2, &mut LayerNormCache::new(b), &s2);
-            let mut f = Tensor::zeros(&[b, d]);
-            let mut ffc = FeedForwardCache::new(last.ff.config(), b);
-            last.ff.forward(&mut f, &mut ffc, &l2, Phase::Eval);
-            let mut y = Tensor::zeros(&[b, d]);
-            for ((o, &x), &z) in y
-                .as_mut_slice()
-                .iter_mut()
-                .zip(l2.as_slice())
-                .zip(f.as_slice())
-            {
-                *o = x + z;
-            }
-            let h = match &self.encoder.norm {
-                Some(n) => {
-                    let mut h = Tensor::zeros(&[b, d]);
-                    n.forward(&mut h, &mut LayerNormCache::new(b), &y);
-                    h
-                }
-                None => y,
-            };
-            let mut out = Tensor::zeros(&[b, cols]);
-            gemm(
-                &mut out,
-                T::ONE,
-                &h,
-                Transpose::No,
-                match &self.output_emb {
-                    Some(o) => &o.weight.value,
-                    None => &self.item_emb.weight.value,
-                },
-                Transpose::Yes,
-                T::ZERO,
+            self.score_packed(
+                &histories[start * l..(start + b) * l],
+                b,
+                &mut scores[start * cols..(start + b) * cols],
             );
-            scores[start * cols..(start + b) * cols].copy_from_slice(out.as_slice());
-            sc.put_back();
         }
     }
 
@@ -1512,34 +1294,12 @@ struct SavedState {
     config: SasrecConfig,
 }
 
-const MODEL_FILE: &str = "model.safetensors";
-const OPTIM_FILE: &str = "optimizer.safetensors";
-const STATE_FILE: &str = "state.json";
-
-pub(crate) fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> ModelError {
-    ModelError::Checkpoint {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ckpt_err(path, e)
-    })
-}
+/// The checkpoint files (names unchanged since format 1).
+const FILES: CheckpointFiles = CheckpointFiles {
+    params: "model.safetensors",
+    optim: "optimizer.safetensors",
+    state: "state.json",
+};
 
 /// SASRec as a [`Model`]: a [`SasrecNet<f32>`], Adam, and the seed that keys shuffling, negatives and
 /// dropout.
@@ -1732,11 +1492,6 @@ impl Model for Sasrec {
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, e))?;
-        let model = dir.join(MODEL_FILE);
-        checkpoint::save(&self.net, &model).map_err(|e| ckpt_err(&model, e))?;
-        let optim = dir.join(OPTIM_FILE);
-        checkpoint::save(&self.adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
         let state = SavedState {
             format: 1,
             model: "sasrec".into(),
@@ -1745,15 +1500,11 @@ impl Model for Sasrec {
             adam_steps: self.adam.steps,
             config: self.net.config.clone(),
         };
-        let path = dir.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| ckpt_err(&path, e))?;
-        write_atomic(&path, &json)
+        FILES.save(dir, &self.net, &self.adam, &state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), ModelError> {
-        let path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| ckpt_err(&path, e))?;
-        let state: SavedState = serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&path, e))?;
+        let (state, path): (SavedState, _) = FILES.read_state(dir)?;
         if state.model != "sasrec" || state.format != 1 {
             return Err(ckpt_err(
                 &path,
@@ -1763,24 +1514,21 @@ impl Model for Sasrec {
                 ),
             ));
         }
-        // Tensors are checked by name and shape (the error names the tensor and both shapes); all
-        // files are read into copies first, so a failed load leaves the model untouched.
-        let optim = dir.join(OPTIM_FILE);
-        let mut adam = self.adam.clone();
-        checkpoint::load(&mut adam, &optim).map_err(|e| ckpt_err(&optim, e))?;
+        // Tensors are checked by name and shape (the error names the tensor and both shapes); every
+        // file is read into a copy or checked whole before anything is committed, so a failed load
+        // leaves the model untouched.
+        let adam = FILES.load_adam(dir, &self.adam, state.adam_steps)?;
         // Dropout seeds derive from the model seed, fixed when the network is built: a checkpoint of
         // another seed is loaded into a network rebuilt with that seed (and this model's config, so
-        // shapes are still checked against it).
-        // `checkpoint::load` checks the whole file before copying, so a failure leaves `self.net` as is.
-        let model = dir.join(MODEL_FILE);
+        // shapes are still checked against it). `load_params` checks the whole file before copying,
+        // so a failure leaves `self.net` as is.
         if state.seed == self.seed {
-            checkpoint::load(&mut self.net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut self.net)?;
         } else {
             let mut net = SasrecNet::new(&self.net.config, self.net.n_items, state.seed)?;
-            checkpoint::load(&mut net, &model).map_err(|e| ckpt_err(&model, e))?;
+            FILES.load_params(dir, &mut net)?;
             self.net = net;
         }
-        adam.steps = state.adam_steps;
         self.adam = adam;
         self.seed = state.seed;
         Ok(())

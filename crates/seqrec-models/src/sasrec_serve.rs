@@ -1,0 +1,890 @@
+//! SASRec's inference-only forward for serving ([`SasrecNet::score_last_position`], reached through
+//! `Model::score_serving` by the server and the evaluation): the same maths as the training forward in
+//! eval mode, computed only where the scores read it.
+//!
+//! - **Packed real positions.** Each history keeps only its real (non-padding) slots, packed one after
+//!   the other (`[n, d]` for `n` real positions), each with the positional embedding of its absolute
+//!   window slot. The training forward gives padded slots zero inputs, masks them as keys and zeroes
+//!   their outputs, and every other op is row-wise, so real positions see exactly the same inputs
+//!   either way; left padding costs nothing.
+//! - **Causal attention on the lower triangle only.** Queries of one history run in tiles of [`TILE`]
+//!   rows; a tile multiplies with the keys up to its last query only, so blocks above the diagonal are
+//!   never computed (inside the diagonal tile, the entries above it get weight 0 in the softmax rather
+//!   than a mask over the whole square). Every packed key is real, so softmax rows need no mask.
+//! - **Last block for the last position only.** Scores read the final hidden state of the last window
+//!   slot, so the last block projects keys and values for every position but runs its query, attention
+//!   row, output projection, norms and feed-forward for one row per history.
+//! - **No dropout, nothing saved for backward, buffers reused.** Every buffer lives in
+//!   [`ServeScratch`], owned by the network and resized in place (storage only grows), so a warm
+//!   server allocates nothing per call. Histories run in groups of about [`GROUP_ROWS`] packed
+//!   positions, so that a large batch keeps its activations in cache.
+//! - **Item scoring** (`hidden [b, d] x table^T`): up to [`GEMV_MAX_ROWS`] rows run a matrix-vector
+//!   kernel that streams the item table once (a GEMM would first pack the whole table, which costs as
+//!   much as the product itself for one row); larger batches use the GEMM.
+//!
+//! Blocks that are not causal, do not mask padded keys or do not zero padded outputs (none of which
+//! [`SasrecNet::new`] builds) are not supported: [`SasrecNet::score_last_position`] then runs the full
+//! forward. `tests/sasrec_serve.rs` checks this path against [`SasrecNet::score`] (the training
+//! forward in eval mode) for every norm placement, batch sizes around the GEMV threshold and histories
+//! of every length.
+
+use seqrec_nn::{Activation, FeedForward};
+use seqrec_nn::{AttentionMask, LayerNorm, LayerNormCache, NormPlacement, TransformerBlock};
+use seqrec_tensor::{Float, Tensor, Transpose, gelu_forward, gemm_slice, relu_forward};
+
+use super::SasrecNet;
+
+/// Query rows per attention tile.
+const TILE: usize = 16;
+
+/// Packed positions per group of histories (a group's activations, about a dozen `[rows, d]`
+/// buffers, then stay within a core's L2 cache at `d = 50`).
+const GROUP_ROWS: usize = 512;
+
+/// Up to this many histories per call, the item scores are computed by the matrix-vector kernel.
+pub(super) const GEMV_MAX_ROWS: usize = 4;
+
+/// Marks a history whose last window slot is padding (it has no query row).
+const NO_QUERY: usize = usize::MAX;
+
+/// The activations of one block over some rows (all packed positions of a group, or the query rows
+/// of the last block), each `[rows, d]` unless noted.
+#[derive(Clone, Debug)]
+struct Rows<T> {
+    /// Block input and output.
+    x: Tensor<T>,
+    y: Tensor<T>,
+    /// First norm output (SASRec/pre-LN: `LN1(x)`; post-LN: `LN1(x + a)`).
+    l1: Tensor<T>,
+    /// Queries (head `h` in columns `h dh..(h + 1) dh`).
+    q: Tensor<T>,
+    /// Attention context (heads merged), output projection, residual sum, second norm,
+    /// feed-forward output.
+    ctx: Tensor<T>,
+    a: Tensor<T>,
+    s: Tensor<T>,
+    l2: Tensor<T>,
+    f: Tensor<T>,
+    /// Feed-forward hidden layer before and after the activation, `[rows, d_ff]`.
+    ff_pre: Tensor<T>,
+    ff_act: Tensor<T>,
+}
+
+impl<T: Float> Rows<T> {
+    fn new() -> Self {
+        let z = || Tensor::zeros(&[0, 1]);
+        Self {
+            x: z(),
+            y: z(),
+            l1: z(),
+            q: z(),
+            ctx: z(),
+            a: z(),
+            s: z(),
+            l2: z(),
+            f: z(),
+            ff_pre: z(),
+            ff_act: z(),
+        }
+    }
+}
+
+/// Buffers of the serving forward, kept between calls (see the module docs). `n` is the number of
+/// real positions of the current group, `q` the number of its histories whose last slot is real.
+#[derive(Clone, Debug)]
+pub(super) struct ServeScratch<T> {
+    /// `[g + 1]` for the `g` histories of the group: history `r`'s packed rows are
+    /// `start[r]..start[r + 1]`.
+    start: Vec<usize>,
+    /// `[n]`: item id and absolute window slot of each packed row.
+    ids: Vec<u32>,
+    slots: Vec<usize>,
+    /// `[g]`: packed row of history `r`'s last slot, or [`NO_QUERY`].
+    query: Vec<usize>,
+    /// `[q]`: the packed rows of `query` that are not [`NO_QUERY`], in history order.
+    qrows: Vec<usize>,
+    /// Every packed position, and the query rows of the last block.
+    full: Rows<T>,
+    last: Rows<T>,
+    /// Keys transposed per history (history `r`'s `n_r` keys are a `[d, n_r]` block at element
+    /// `start[r] d`, so that attention reads short contiguous rows), and values `[n, d]`.
+    kt: Tensor<T>,
+    v: Tensor<T>,
+    ln: LayerNormCache<T>,
+    /// `[TILE, maxlen + LANES]`: attention weights of one tile (rows padded to whole vectors).
+    probs: Vec<T>,
+    /// `[q, d]`: final hidden state of the group's query rows.
+    hq: Tensor<T>,
+    /// `[b, d]`: final hidden state of every history (the scoring input).
+    h: Tensor<T>,
+    /// `[1, d]`: a zero row, and the final hidden state of a history whose last slot is padding
+    /// (`LN_final(0)`).
+    zero: Tensor<T>,
+    h_pad: Tensor<T>,
+}
+
+impl<T: Float> ServeScratch<T> {
+    /// Empty buffers (they grow on first use).
+    pub(super) fn new() -> Self {
+        let z = || Tensor::zeros(&[0, 1]);
+        Self {
+            start: Vec::new(),
+            ids: Vec::new(),
+            slots: Vec::new(),
+            query: Vec::new(),
+            qrows: Vec::new(),
+            full: Rows::new(),
+            last: Rows::new(),
+            kt: z(),
+            v: z(),
+            ln: LayerNormCache::new(0),
+            probs: Vec::new(),
+            hq: z(),
+            h: z(),
+            zero: z(),
+            h_pad: z(),
+        }
+    }
+}
+
+impl<T: Float> SasrecNet<T> {
+    /// Whether every block is one the serving forward computes exactly: causal, padded keys masked,
+    /// padded outputs zeroed (any norm placement, any number of heads).
+    pub(super) fn serving_supported(&self) -> bool {
+        self.encoder.layers.iter().all(|b| {
+            let c = b.config();
+            c.mask == AttentionMask::Causal && c.mask_padded_keys && c.zero_padded_outputs
+        })
+    }
+
+    /// The serving forward on `b` histories `[b, maxlen]` (ids already checked): `scores [b, cols]`.
+    pub(super) fn score_packed(&mut self, histories: &[u32], b: usize, scores: &mut [T]) {
+        let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        let SasrecNet {
+            item_emb,
+            pos_emb,
+            encoder,
+            output_emb,
+            serve: sc,
+            ..
+        } = self;
+        // The hidden state of a history whose last slot is padding: that slot's block outputs are
+        // zeroed, so it is LN_final(0) (0 without a final norm).
+        sc.zero.resize(&[1, d]);
+        sc.zero.fill(T::ZERO);
+        sc.h_pad.resize(&[1, d]);
+        sc.h_pad.fill(T::ZERO);
+        if let Some(norm) = &encoder.norm {
+            layer_norm(norm, &mut sc.h_pad, &mut sc.ln, &sc.zero);
+        }
+        sc.h.resize(&[b, d]);
+        let nb = encoder.layers.len();
+        let mut r0 = 0;
+        while r0 < b {
+            // 1. Pack the real positions of histories r0..r1 (about GROUP_ROWS in all).
+            sc.start.clear();
+            sc.ids.clear();
+            sc.slots.clear();
+            sc.query.clear();
+            let mut r1 = r0;
+            for w in histories[r0 * l..b * l].chunks_exact(l) {
+                if r1 > r0 && sc.ids.len() >= GROUP_ROWS {
+                    break;
+                }
+                r1 += 1;
+                sc.start.push(sc.ids.len());
+                for (t, &id) in w.iter().enumerate() {
+                    if id != 0 {
+                        sc.ids.push(id);
+                        sc.slots.push(t);
+                    }
+                }
+                sc.query.push(if w[l - 1] != 0 {
+                    sc.ids.len() - 1
+                } else {
+                    NO_QUERY
+                });
+            }
+            sc.start.push(sc.ids.len());
+            let n = sc.ids.len();
+            // 2. x = item_emb[id] * sqrt(d) + pos_emb[slot]  (the training forward's order of ops)
+            sc.full.x.resize(&[n, d]);
+            {
+                let scale = T::from_f64((d as f64).sqrt());
+                let emb = item_emb.weight.value.as_slice();
+                let pos = pos_emb.weight.value.as_slice();
+                let x = sc.full.x.as_mut_slice();
+                for ((row, &id), &t) in x.chunks_exact_mut(d).zip(&sc.ids).zip(&sc.slots) {
+                    let e = &emb[id as usize * d..(id as usize + 1) * d];
+                    for ((o, &ei), &p) in row.iter_mut().zip(e).zip(&pos[t * d..(t + 1) * d]) {
+                        *o = ei * scale + p;
+                    }
+                }
+            }
+            // 3. Every block but the last on every packed position; the last one for the query
+            //    rows only, which leaves their outputs in last.y [nq, d].
+            if n > 0 {
+                for layer in &encoder.layers[..nb - 1] {
+                    full_block(layer, sc, l);
+                    std::mem::swap(&mut sc.full.x, &mut sc.full.y);
+                }
+                last_block(&encoder.layers[nb - 1], sc, l);
+            }
+            // 4. h = LN_final(y) of the query rows, LN_final(0) for the others.
+            if !sc.qrows.is_empty() {
+                match &encoder.norm {
+                    Some(norm) => layer_norm(norm, &mut sc.hq, &mut sc.ln, &sc.last.y),
+                    None => {
+                        sc.hq.resize(sc.last.y.shape());
+                        sc.hq.as_mut_slice().copy_from_slice(sc.last.y.as_slice());
+                    }
+                }
+            }
+            let (hq, hp) = (sc.hq.as_slice(), sc.h_pad.as_slice());
+            let h = &mut sc.h.as_mut_slice()[r0 * d..r1 * d];
+            let mut k = 0;
+            for (row, &p) in h.chunks_exact_mut(d).zip(&sc.query) {
+                if p == NO_QUERY {
+                    row.copy_from_slice(hp);
+                } else {
+                    row.copy_from_slice(&hq[k * d..(k + 1) * d]);
+                    k += 1;
+                }
+            }
+            r0 = r1;
+        }
+        // 5. scores = h table^T
+        let table = match output_emb {
+            Some(o) => o.weight.value.as_slice(),
+            None => item_emb.weight.value.as_slice(),
+        };
+        let out = &mut scores[..b * cols];
+        if b <= GEMV_MAX_ROWS {
+            gemv_rows(out, table, sc.h.as_slice(), d);
+        } else {
+            gemm_slice(
+                (b, d, cols),
+                T::ONE,
+                sc.h.as_slice(),
+                Transpose::No,
+                table,
+                Transpose::Yes,
+                T::ZERO,
+                out,
+            );
+        }
+    }
+}
+
+/// `y = LN(x)` through the layer's own kernel, with the cache sized for `x`'s rows.
+fn layer_norm<T: Float>(
+    norm: &LayerNorm<T>,
+    y: &mut Tensor<T>,
+    cache: &mut LayerNormCache<T>,
+    x: &Tensor<T>,
+) {
+    cache.mean.resize(&[x.rows()]);
+    cache.rstd.resize(&[x.rows()]);
+    y.resize(x.shape());
+    norm.forward(y, cache, x);
+}
+
+/// `out [rows, cols] = x [rows, d] w^T + bias`, with `w` holding `cols` rows of `d` weights.
+fn project<T: Float>(out: &mut Tensor<T>, x: &[T], w: &[T], bias: &[T], d: usize) {
+    let (rows, cols) = (x.len() / d, bias.len());
+    out.resize(&[rows, cols]);
+    let o = out.as_mut_slice();
+    gemm_slice(
+        (rows, d, cols),
+        T::ONE,
+        x,
+        Transpose::No,
+        w,
+        Transpose::Yes,
+        T::ZERO,
+        o,
+    );
+    for row in o.chunks_exact_mut(cols) {
+        for (v, &bb) in row.iter_mut().zip(bias) {
+            *v += bb;
+        }
+    }
+}
+
+/// Keys transposed per history: for every history `r` (packed rows `start[r]..start[r + 1]` of `x
+/// [n, d]`), `out[start[r] d..]` = `w x_r^T + bias`, `[d, n_r]`.
+fn project_t<T: Float>(out: &mut Tensor<T>, x: &[T], w: &[T], bias: &[T], start: &[usize]) {
+    let d = bias.len();
+    out.resize(&[x.len()]);
+    let o = out.as_mut_slice();
+    for r in start.windows(2) {
+        let (a, nr) = (r[0], r[1] - r[0]);
+        if nr == 0 {
+            continue;
+        }
+        let block = &mut o[a * d..(a + nr) * d];
+        gemm_slice(
+            (d, d, nr),
+            T::ONE,
+            w,
+            Transpose::No,
+            &x[a * d..(a + nr) * d],
+            Transpose::Yes,
+            T::ZERO,
+            block,
+        );
+        for (row, &bb) in block.chunks_exact_mut(nr).zip(bias) {
+            for v in row.iter_mut() {
+                *v += bb;
+            }
+        }
+    }
+}
+
+/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`).
+fn project_kv<T: Float>(
+    kt: &mut Tensor<T>,
+    v: &mut Tensor<T>,
+    layer: &TransformerBlock<T>,
+    x: &Tensor<T>,
+    start: &[usize],
+) {
+    let d = layer.config().d_model;
+    let w = layer.self_attn.in_proj_weight.value.as_slice();
+    let bias = layer.self_attn.in_proj_bias.value.as_slice();
+    project_t(
+        kt,
+        x.as_slice(),
+        &w[d * d..2 * d * d],
+        &bias[d..2 * d],
+        start,
+    );
+    project(v, x.as_slice(), &w[2 * d * d..], &bias[2 * d..], d);
+}
+
+/// The queries of the rows of `x` (`[rows, d]`).
+fn project_q<T: Float>(q: &mut Tensor<T>, layer: &TransformerBlock<T>, x: &Tensor<T>) {
+    let d = layer.config().d_model;
+    let w = layer.self_attn.in_proj_weight.value.as_slice();
+    let bias = layer.self_attn.in_proj_bias.value.as_slice();
+    project(q, x.as_slice(), &w[..d * d], &bias[..d], d);
+}
+
+/// `out = a + b` elementwise (shapes already equal in length).
+fn add_into<T: Float>(out: &mut Tensor<T>, a: &Tensor<T>, b: &Tensor<T>) {
+    out.resize(a.shape());
+    for ((o, &x), &y) in out
+        .as_mut_slice()
+        .iter_mut()
+        .zip(a.as_slice())
+        .zip(b.as_slice())
+    {
+        *o = x + y;
+    }
+}
+
+/// Copies the packed rows `rows` of `src [n, d]` into `dst [rows.len(), d]`.
+fn gather_rows<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, rows: &[usize]) {
+    let d = src.cols();
+    dst.resize(&[rows.len(), d]);
+    let s = src.as_slice();
+    for (o, &r) in dst.as_mut_slice().chunks_exact_mut(d).zip(rows) {
+        o.copy_from_slice(&s[r * d..(r + 1) * d]);
+    }
+}
+
+/// One block on every packed position: `sc.full.x [n, d]` -> `sc.full.y [n, d]`. The three
+/// placements follow `TransformerBlock::forward` step by step in eval mode (no dropout), with no
+/// padded rows to zero.
+fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l: usize) {
+    let c = layer.config();
+    let d = c.d_model;
+    let rows = &mut sc.full;
+    let n = rows.x.rows();
+    // 1. q, k, v from LN1(x) (SASRec: q only; pre-LN: all three) or x (post-LN; SASRec's k, v).
+    if c.norm != NormPlacement::Post {
+        layer_norm(&layer.norm1, &mut rows.l1, &mut sc.ln, &rows.x);
+    }
+    let (q_src, kv_src) = match c.norm {
+        NormPlacement::SasRec => (&rows.l1, &rows.x),
+        NormPlacement::Pre => (&rows.l1, &rows.l1),
+        NormPlacement::Post => (&rows.x, &rows.x),
+    };
+    project_q(&mut rows.q, layer, q_src);
+    project_kv(&mut sc.kt, &mut sc.v, layer, kv_src, &sc.start);
+    // 2. ctx = causal attention of every packed position over its history's earlier positions.
+    rows.ctx.resize(&[n, d]);
+    let (heads, dh) = (c.num_heads, d / c.num_heads);
+    let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+    sc.probs.resize(TILE * (l + LANES), T::ZERO);
+    for r in sc.start.windows(2) {
+        let (o, nr) = (r[0], r[1] - r[0]);
+        for h in 0..heads {
+            for i0 in (0..nr).step_by(TILE) {
+                let tile = Tile {
+                    q: &rows.q,
+                    kt: &sc.kt,
+                    v: &sc.v,
+                    history: (o, nr),
+                    queries: (i0, (i0 + TILE).min(nr)),
+                    head: (h * dh, dh),
+                    scale,
+                };
+                tile.attend(&mut rows.ctx, &mut sc.probs);
+            }
+        }
+    }
+    // 3. a = ctx Wo^T + bo
+    rows.a.resize(&[n, d]);
+    layer.self_attn.out_proj.forward(&mut rows.a, &rows.ctx);
+    // 4-6. residuals, LN2 and the feed-forward.
+    finish_block(layer, rows, &mut sc.ln);
+}
+
+/// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
+/// head columns `c0..c0 + dh`.
+struct Tile<'a, T> {
+    q: &'a Tensor<T>,
+    kt: &'a Tensor<T>,
+    v: &'a Tensor<T>,
+    history: (usize, usize),
+    queries: (usize, usize),
+    head: (usize, usize),
+    scale: T,
+}
+
+impl<T: Float> Tile<'_, T> {
+    /// `ctx[o + i] = softmax_j<=i(q_i . k_j * scale) v_j` for the tile's queries; `probs`:
+    /// `[TILE, maxlen + LANES]` scratch.
+    fn attend(&self, ctx: &mut Tensor<T>, probs: &mut [T]) {
+        let ((o, nr), (i0, i1), (c0, dh)) = (self.history, self.queries, self.head);
+        let d = self.q.cols();
+        let m = i1 - i0;
+        // Rows of whole vectors: the softmax then needs no scalar tail.
+        let ld = i1.next_multiple_of(LANES);
+        let probs = &mut probs[..m * ld];
+        // S [m, i1] = scale * Q[i0..i1] K[0..i1]^T: keys after the tile's last query are never read.
+        gemm_strided(
+            (m, dh, i1),
+            self.scale,
+            (&self.q.as_slice()[(o + i0) * d + c0..], d, 1),
+            (&self.kt.as_slice()[o * d + c0 * nr..], nr, 1),
+            (probs, ld, 1),
+        );
+        // Keys after each query (above the diagonal, and the row padding) get weight exactly 0.
+        for (ii, row) in probs.chunks_exact_mut(ld).enumerate() {
+            row[i0 + ii + 1..].fill(T::NEG_INFINITY);
+            softmax_row(row);
+        }
+        // ctx[i0..i1] = P [m, i1] V[0..i1]
+        gemm_strided(
+            (m, i1, dh),
+            T::ONE,
+            (probs, ld, 1),
+            (&self.v.as_slice()[o * d + c0..], d, 1),
+            (&mut ctx.as_mut_slice()[(o + i0) * d + c0..], d, 1),
+        );
+    }
+}
+
+/// Everything after the attention output `rows.a` (rows aligned with `rows.x` and, SASRec/pre-LN,
+/// `rows.l1`): the residual sums, norms and feed-forward of `layer`'s placement, into `rows.y`.
+fn finish_block<T: Float>(
+    layer: &TransformerBlock<T>,
+    rows: &mut Rows<T>,
+    ln: &mut LayerNormCache<T>,
+) {
+    match layer.config().norm {
+        NormPlacement::SasRec => {
+            // s = l1 + a;  l2 = LN2(s);  y = l2 + FF(l2)
+            add_into(&mut rows.s, &rows.l1, &rows.a);
+            layer_norm(&layer.norm2, &mut rows.l2, ln, &rows.s);
+            feed_forward(&layer.ff, rows, FfInput::L2);
+            add_into(&mut rows.y, &rows.l2, &rows.f);
+        }
+        NormPlacement::Pre => {
+            // s = x + a;  l2 = LN2(s);  y = s + FF(l2)
+            add_into(&mut rows.s, &rows.x, &rows.a);
+            layer_norm(&layer.norm2, &mut rows.l2, ln, &rows.s);
+            feed_forward(&layer.ff, rows, FfInput::L2);
+            add_into(&mut rows.y, &rows.s, &rows.f);
+        }
+        NormPlacement::Post => {
+            // s = x + a;  x1 = LN1(s);  s2 = x1 + FF(x1);  y = LN2(s2)
+            add_into(&mut rows.s, &rows.x, &rows.a);
+            layer_norm(&layer.norm1, &mut rows.l1, ln, &rows.s);
+            feed_forward(&layer.ff, rows, FfInput::L1);
+            add_into(&mut rows.s, &rows.l1, &rows.f);
+            layer_norm(&layer.norm2, &mut rows.y, ln, &rows.s);
+        }
+    }
+}
+
+/// Which buffer of [`Rows`] feeds the feed-forward.
+#[derive(Clone, Copy)]
+enum FfInput {
+    L1,
+    L2,
+}
+
+/// `rows.f = linear2(act(linear1(input)))`: `FeedForward::forward` in eval mode, on buffers that
+/// keep their size (its cache would also size its backward buffers, zero-filled on every change).
+fn feed_forward<T: Float>(ff: &FeedForward<T>, rows: &mut Rows<T>, input: FfInput) {
+    let x = match input {
+        FfInput::L1 => &rows.l1,
+        FfInput::L2 => &rows.l2,
+    };
+    let (n, cfg) = (x.rows(), ff.config());
+    rows.ff_pre.resize(&[n, cfg.d_ff]);
+    rows.ff_act.resize(&[n, cfg.d_ff]);
+    rows.f.resize(&[n, cfg.d_model]);
+    ff.linear1.forward(&mut rows.ff_pre, x);
+    match cfg.activation {
+        Activation::Relu => relu_forward(&mut rows.ff_act, &rows.ff_pre),
+        Activation::Gelu(kind) => gelu_forward(&mut rows.ff_act, &rows.ff_pre, kind),
+    }
+    ff.linear2.forward(&mut rows.f, &rows.ff_act);
+}
+
+/// The last block: keys and values for every packed position of `sc.full.x`, everything else for
+/// the query rows only (in `sc.last`); leaves their outputs in `sc.last.y [nq, d]` (history order).
+fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l: usize) {
+    let c = layer.config();
+    let d = c.d_model;
+    sc.qrows.clear();
+    sc.qrows
+        .extend(sc.query.iter().copied().filter(|&p| p != NO_QUERY));
+    let nq = sc.qrows.len();
+    if nq == 0 {
+        return;
+    }
+    // 1. Keys and values from every position (x, or LN1(x) for pre-LN); the block's query rows of x
+    //    (and LN1(x)) are gathered, and everything else runs on them alone.
+    let (full, last) = (&mut sc.full, &mut sc.last);
+    if c.norm == NormPlacement::Pre {
+        layer_norm(&layer.norm1, &mut full.l1, &mut sc.ln, &full.x);
+        project_kv(&mut sc.kt, &mut sc.v, layer, &full.l1, &sc.start);
+        gather_rows(&mut last.l1, &full.l1, &sc.qrows);
+    } else {
+        project_kv(&mut sc.kt, &mut sc.v, layer, &full.x, &sc.start);
+    }
+    gather_rows(&mut last.x, &full.x, &sc.qrows);
+    match c.norm {
+        NormPlacement::SasRec => {
+            layer_norm(&layer.norm1, &mut last.l1, &mut sc.ln, &last.x);
+            project_q(&mut last.q, layer, &last.l1);
+        }
+        NormPlacement::Pre => project_q(&mut last.q, layer, &last.l1),
+        NormPlacement::Post => project_q(&mut last.q, layer, &last.x),
+    }
+    // 2. One attention row per query: its history's packed keys are all visible to it.
+    last.ctx.resize(&[nq, d]);
+    let (heads, dh) = (c.num_heads, d / c.num_heads);
+    let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+    sc.probs.resize(TILE * (l + LANES), T::ZERO);
+    let histories = sc.start.windows(2).zip(&sc.query);
+    for (k, (r, _)) in histories.filter(|(_, p)| **p != NO_QUERY).enumerate() {
+        let (o, nr) = (r[0], r[1] - r[0]);
+        for h in 0..heads {
+            let c0 = h * dh;
+            attend_one(
+                &mut last.ctx.as_mut_slice()[k * d + c0..k * d + c0 + dh],
+                &mut sc.probs[..nr.next_multiple_of(LANES)],
+                nr,
+                &last.q.as_slice()[k * d + c0..k * d + c0 + dh],
+                (sc.kt.as_slice(), nr, o * d + c0 * nr),
+                (sc.v.as_slice(), d, o * d + c0),
+                scale,
+            );
+        }
+    }
+    // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
+    last.a.resize(&[nq, d]);
+    layer.self_attn.out_proj.forward(&mut last.a, &last.ctx);
+    finish_block(layer, last, &mut sc.ln);
+}
+
+/// `c = alpha * op(a) op(b)` for `(m, k, n)` on strided views: `a` is `(slice, row stride, column
+/// stride)` of `[m, k]`, `b` of `[k, n]`, `c` of `[m, n]`; each slice starts at the view's first
+/// element.
+///
+/// # Panics
+/// If a view addresses elements past the end of its slice.
+fn gemm_strided<T: Float>(
+    (m, k, n): (usize, usize, usize),
+    alpha: T,
+    (a, rsa, csa): (&[T], usize, usize),
+    (b, rsb, csb): (&[T], usize, usize),
+    (c, rsc, csc): (&mut [T], usize, usize),
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |r: usize, rs: usize, cc: usize, cs: usize| (r - 1) * rs + (cc - 1) * cs;
+    assert!(
+        last(m, rsa, k, csa) < a.len()
+            && last(k, rsb, n, csb) < b.len()
+            && last(m, rsc, n, csc) < c.len(),
+        "gemm_strided: a view is out of bounds"
+    );
+    // SAFETY: gemm_raw(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) reads A [m, k] and
+    // B [k, n] and writes C [m, n] at the given strides; the assert above keeps the last element of
+    // each view inside its slice (all strides are non-negative, so every other element is too), and
+    // `c` is a `&mut` slice, so it aliases neither `a` nor `b`. beta = 0 never reads C.
+    unsafe {
+        T::gemm_raw(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            T::ZERO,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        )
+    }
+}
+
+/// Lanes of the vectorised row kernels: one AVX-512 register of `f32`.
+const LANES: usize = 16;
+
+/// Dispatches `$generic(args)` to a copy compiled for AVX-512 (or AVX2 + FMA) when the CPU has it
+/// (the same scheme as `seqrec_tensor`'s row kernels).
+macro_rules! dispatch {
+    ($generic:ident::<$t:ident>($($arg:ident : $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn v512<$t: Float>($($arg: $ty),*) { $generic($($arg),*) }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn v256<$t: Float>($($arg: $ty),*) { $generic($($arg),*) }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features v512 is compiled for were detected on this CPU just above.
+                return unsafe { v512($($arg),*) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: AVX2 and FMA were detected on this CPU just above.
+                return unsafe { v256($($arg),*) };
+            }
+        }
+        $generic($($arg),*)
+    }};
+}
+
+/// Sum of `LANES` accumulators as a tree (vector shuffles rather than a serial chain).
+#[inline(always)]
+fn hsum<T: Float>(mut a: [T; LANES]) -> T {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            let v = a[i + w];
+            a[i] += v;
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+/// `a . b` with `LANES` independent partial sums (so that it vectorises).
+#[inline(always)]
+fn dot_lanes<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    hsum(acc)
+}
+
+/// In-place softmax of one row with every entry visible: `x_j = e^(x_j - max) / sum`.
+fn softmax_row<T: Float>(x: &mut [T]) {
+    dispatch!(softmax_row_generic::<T>(x: &mut [T]))
+}
+
+#[inline(always)]
+fn softmax_row_generic<T: Float>(x: &mut [T]) {
+    let mut mx = [T::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            mx[i] = mx[i].max(c[i]);
+        }
+    }
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        mx[i] = mx[i].max(v);
+    }
+    let mut max = mx[0];
+    for &v in &mx[1..] {
+        max = max.max(v);
+    }
+    let mut acc = [T::ZERO; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = (c[i] - max).exp_fast();
+            acc[i] += c[i];
+        }
+    }
+    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = (*v - max).exp_fast();
+        acc[i] += *v;
+    }
+    let inv = hsum(acc).recip();
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// One attention row: `ctx = softmax_j(q . k_j * scale) v_j` over `nr` keys. `kt = (keys^T, row
+/// stride, first element)`: key `j`'s component `kk` at `first + kk * stride + j`; `v = (values, row
+/// stride, first element)`: value `j` at `first + j * stride`; `p`: scratch of at least `nr` entries,
+/// a whole number of vectors.
+fn attend_one<T: Float>(
+    ctx: &mut [T],
+    p: &mut [T],
+    nr: usize,
+    q: &[T],
+    kt: (&[T], usize, usize),
+    v: (&[T], usize, usize),
+    scale: T,
+) {
+    dispatch!(attend_one_generic::<T>(
+        ctx: &mut [T],
+        p: &mut [T],
+        nr: usize,
+        q: &[T],
+        kt: (&[T], usize, usize),
+        v: (&[T], usize, usize),
+        scale: T
+    ))
+}
+
+#[inline(always)]
+fn attend_one_generic<T: Float>(
+    ctx: &mut [T],
+    p: &mut [T],
+    nr: usize,
+    q: &[T],
+    (kt, ldk, k0): (&[T], usize, usize),
+    (v, ldv, v0): (&[T], usize, usize),
+    scale: T,
+) {
+    // p[j] = scale * sum_kk q[kk] kt[kk][j]  (an axpy per component: contiguous, vectorised)
+    let (scores, pad) = p.split_at_mut(nr);
+    scores.fill(T::ZERO);
+    for (kk, &qk) in q.iter().enumerate() {
+        let row = &kt[k0 + kk * ldk..k0 + kk * ldk + nr];
+        for (s, &x) in scores.iter_mut().zip(row) {
+            *s += qk * x;
+        }
+    }
+    for s in scores.iter_mut() {
+        *s *= scale;
+    }
+    pad.fill(T::NEG_INFINITY);
+    softmax_row_generic(p);
+    ctx.fill(T::ZERO);
+    for (j, &pj) in p[..nr].iter().enumerate() {
+        let row = &v[v0 + j * ldv..v0 + j * ldv + ctx.len()];
+        for (o, &x) in ctx.iter_mut().zip(row) {
+            *o += pj * x;
+        }
+    }
+}
+
+/// `out [rows, cols] = h [rows, d] table^T` for a few rows (`table`: `[cols, d]`), reading the table
+/// once: for every item, the dot product with each row. `f32` on an AVX-512 CPU runs
+/// [`gemv_rows_avx512`] (written with intrinsics: the generic loop vectorises poorly for the short
+/// rows of `d = 50`).
+fn gemv_rows<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: T is f32 (the type ids are equal), so each slice is reinterpreted as the same
+        // number of f32 at the same address; the mutable one keeps its unique borrow.
+        let (o, t, hh) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()),
+                std::slice::from_raw_parts(table.as_ptr().cast::<f32>(), table.len()),
+                std::slice::from_raw_parts(h.as_ptr().cast::<f32>(), h.len()),
+            )
+        };
+        // SAFETY: AVX-512F was detected on this CPU just above.
+        unsafe { gemv_rows_avx512(o, t, hh, d) };
+        return;
+    }
+    dispatch!(gemv_rows_generic::<T>(out: &mut [T], table: &[T], h: &[T], d: usize))
+}
+
+#[inline(always)]
+fn gemv_rows_generic<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) {
+    let cols = table.len() / d;
+    for (i, e) in table.chunks_exact(d).enumerate() {
+        for (r, hr) in h.chunks_exact(d).enumerate() {
+            out[r * cols + i] = dot_lanes(hr, e);
+        }
+    }
+}
+
+/// [`gemv_rows`] for `f32` with AVX-512: each dot product is `ceil(d / 16)` fused multiply-adds
+/// (the last one on masked loads) and one horizontal sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gemv_rows_avx512(out: &mut [f32], table: &[f32], h: &[f32], d: usize) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_maskz_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
+    };
+    let (cols, rows) = (table.len() / d, h.len() / d);
+    assert!(
+        out.len() >= rows * cols && d > 0,
+        "gemv_rows: out is shorter than [rows, cols]"
+    );
+    let chunks = d.div_ceil(16);
+    let tail = d - (chunks - 1) * 16;
+    let last_mask: u16 = if tail == 16 {
+        u16::MAX
+    } else {
+        (1 << tail) - 1
+    };
+    for i in 0..cols {
+        let e = table[i * d..(i + 1) * d].as_ptr();
+        for r in 0..rows {
+            let hr = h[r * d..(r + 1) * d].as_ptr();
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..chunks {
+                let mask = if c + 1 == chunks { last_mask } else { u16::MAX };
+                // SAFETY: the lanes the mask enables are elements c * 16.. of rows of d elements
+                // (c * 16 + popcount(mask) <= d); masked-off lanes are neither read nor faulted.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(mask, e.add(c * 16)),
+                        _mm512_maskz_loadu_ps(mask, hr.add(c * 16)),
+                    )
+                };
+                acc = _mm512_fmadd_ps(a, b, acc);
+            }
+            out[r * cols + i] = _mm512_reduce_add_ps(acc);
+        }
+    }
+}
