@@ -366,3 +366,29 @@ multiversion! {
     /// Log-softmax backward of one row.
     fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
 }
+
+/// Softmax + dropout backward of one row, from the kept probabilities (no mask):
+/// `dx = yd * dy - y * sum(dy * yd)` with `y` the softmax output and `yd` its dropout.
+#[inline(always)]
+fn softmax_dropout_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, ydc) = (dy.chunks_exact(LANES), yd.chunks_exact(LANES));
+    let (dyr, ydr) = (dyc.remainder(), ydc.remainder());
+    for (g, l) in dyc.zip(ydc) {
+        for i in 0..LANES {
+            acc[i] += g[i] * l[i];
+        }
+    }
+    let mut sum = hsum(acc);
+    for (&g, &l) in dyr.iter().zip(ydr) {
+        sum += g * l;
+    }
+    for (((d, &g), &p), &pd) in dx.iter_mut().zip(dy).zip(y).zip(yd) {
+        *d = pd * g - p * sum;
+    }
+}
+
+multiversion! {
+    /// Softmax + dropout backward of one row (see `softmax_dropout_bwd_generic`).
+    fn softmax_dropout_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) => softmax_dropout_bwd_generic
+}
