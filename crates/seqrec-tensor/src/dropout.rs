@@ -7,6 +7,7 @@
 //! step as `step`.
 
 use crate::par::for_flat_chunks;
+use crate::simd;
 use crate::tensor::assert_same_shape;
 use crate::{Float, Tensor};
 
@@ -168,9 +169,7 @@ pub fn dropout_slice<T: Float>(out: &mut [T], x: &[T], p: f64, key: DropoutKey, 
     {
         let kb = &mut buf[..o.len()];
         keep_flags(key, start + (ci * FLAG_BLOCK) as u64, thr, kb);
-        for ((o, &v), &k) in o.iter_mut().zip(xs).zip(kb.iter()) {
-            *o = if k != 0 { v * scale } else { T::ZERO };
-        }
+        simd::dropout_apply(o, xs, kb, scale);
     }
 }
 
@@ -196,14 +195,8 @@ pub fn relu_dropout_forward<T: Float>(out: &mut Tensor<T>, x: &Tensor<T>, p: f64
         {
             let kb = &mut buf[..o.len()];
             keep_flags(key, (off + ci * FLAG_BLOCK) as u64, thr, kb);
-            for ((o, &v), &k) in o.iter_mut().zip(xs).zip(kb.iter()) {
-                // relu then dropout: max(v, 0) * scale if kept (v > 0 keeps v's sign: 0 stays 0)
-                *o = if k != 0 && v > T::ZERO {
-                    v * scale
-                } else {
-                    T::ZERO
-                };
-            }
+            // relu then dropout: max(v, 0) * scale if kept
+            simd::relu_dropout_apply(o, xs, kb, scale);
         }
     });
 }
@@ -222,10 +215,8 @@ pub fn relu_dropout_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &T
     let (dys, ys) = (dy.as_slice(), y.as_slice());
     for_flat_chunks(dx.as_mut_slice(), |off, o| {
         let n = o.len();
-        for ((o, &g), &v) in o.iter_mut().zip(&dys[off..off + n]).zip(&ys[off..off + n]) {
-            // y = relu(x) * m * scale  =>  dx = dy * m * scale * [x > 0] = dy * scale * [y > 0]
-            *o = if v > T::ZERO { g * scale } else { T::ZERO };
-        }
+        // y = relu(x) * m * scale  =>  dx = dy * m * scale * [x > 0] = dy * scale * [y > 0]
+        simd::relu_dropout_bwd(o, &dys[off..off + n], &ys[off..off + n], scale);
     });
 }
 
