@@ -7,9 +7,9 @@
 //! - `post_ln`: two PyTorch-style post-LN `TransformerEncoderLayer`s (causal + key padding).
 //!
 //! Run: `cargo bench -p seqrec-benches --bench attention`. With `SEQREC_BENCH_CPU=1` each case first
-//! prints the median **CPU time** (user + system of the whole process, from `/proc/self/stat`) of 10
-//! steps: on a machine shared with other jobs wall-clock medians mostly measure the contention, CPU time
-//! much less so. `scripts/bench_torch_attn.py` prints both for PyTorch.
+//! prints the median **CPU time** (time on CPU of all the process's threads, in ns from
+//! `/proc/self/task/*/schedstat`) of 10 steps: on a machine shared with other jobs wall-clock medians
+//! mostly measure the contention, CPU time much less so. `scripts/bench_torch_attn.py` prints both for PyTorch.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seqrec_nn::init::Rng;
@@ -34,8 +34,19 @@ fn keep_flags() -> Vec<bool> {
     keep
 }
 
-/// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (Linux; 10 ms ticks).
+/// CPU seconds this process's threads have run (all threads: the rayon workers too), in nanoseconds
+/// from `/proc/self/task/*/schedstat` (Linux; field 1 is the time on CPU). Falls back to the 10 ms
+/// ticks of `/proc/self/stat` where schedstat is missing.
 fn cpu_seconds() -> f64 {
+    let from_tasks = std::fs::read_dir("/proc/self/task").ok().map(|dir| {
+        dir.filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    });
+    if let Some(ns) = from_tasks.filter(|&ns| ns > 0) {
+        return ns as f64 * 1e-9;
+    }
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

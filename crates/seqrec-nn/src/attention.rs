@@ -14,8 +14,9 @@
 //! NaN there); they receive and pass back no gradient.
 
 use seqrec_tensor::{
-    DropoutKey, Float, Mask, Tensor, Transpose, add_bias, add_bias_backward, dropout_backward,
-    dropout_forward, gemm, gemm_batched, softmax_backward, softmax_inplace, splitmix64, transpose,
+    DropoutKey, Float, Mask, Tensor, Transpose, add_bias, add_bias_backward,
+    causal_softmax_dropout, causal_softmax_dropout_backward, dropout_backward, dropout_forward,
+    gemm, gemm_batched, softmax_backward, softmax_inplace, splitmix64, transpose,
 };
 use thiserror::Error;
 
@@ -187,6 +188,14 @@ pub struct MhaCache<T> {
     any_dead: bool,
     /// The attention-dropout key of the forward, if dropout was active.
     key: Option<DropoutKey>,
+    /// Causal attention with left-padded (or no) key padding: the fused softmax + dropout ran, and
+    /// `first[b]` (empty: 0 for all) is the first real position of sequence `b`, where its score,
+    /// probability and context matrices start (rows and columns before it are exact zeros).
+    fused: bool,
+    first: Vec<usize>,
+    /// Test switch: always take the general masked path (the oracle of the fused, padding-skipping one).
+    #[cfg(test)]
+    force_general: bool,
     // Backward scratch.
     tmp: Tensor<T>,
     dy_live: Tensor<T>,
@@ -216,6 +225,10 @@ impl<T: Float> MhaCache<T> {
             live: vec![true; batch * seq],
             any_dead: false,
             key: None,
+            fused: false,
+            first: Vec::new(),
+            #[cfg(test)]
+            force_general: false,
             tmp: z(&[batch, seq, d]),
             dy_live: z(&[batch, seq, d]),
             dscores: [z(&scores), z(&scores)],
@@ -341,12 +354,21 @@ impl<T: Float> MultiheadAttention<T> {
                 h,
             );
         }
+        // Causal with left padding (keys masked): each sequence's matrices start at its first real
+        // position `first[b]`; rows before it see no key (zero output) and columns before it are masked,
+        // so the kernels skip them (46% of ML-1M training positions are padding).
+        cache.fused = causal && left_padding_offsets(&mut cache.first, key_keep, batch, seq);
+        #[cfg(test)]
+        if cache.force_general {
+            cache.fused = false;
+        }
+        let first: &[usize] = if cache.fused { &cache.first } else { &[] };
         // 3. scores = q k^T / sqrt(d_head)   [batch, heads, seq, seq]
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
         //    (causal: only the blocks on and below the diagonal, see `causal`)
         let [q, k, v] = &cache.heads;
         if causal {
-            causal::abt(&mut cache.probs, q, k, seq, scale);
+            causal::abt(&mut cache.probs, q, k, seq, scale, first);
         } else {
             gemm_batched(
                 &mut cache.probs,
@@ -358,33 +380,44 @@ impl<T: Float> MultiheadAttention<T> {
                 T::ZERO,
             );
         }
-        // 4. probs = softmax(scores) over visible keys (fully masked rows become 0)
-        let mask = match (causal, key_keep) {
-            (true, None) => Mask::Causal,
-            (true, Some(keep)) => Mask::CausalKeyPadding(keep),
-            (false, None) => Mask::None,
-            (false, Some(keep)) => Mask::KeyPadding(keep),
-        };
-        softmax_inplace(&mut cache.probs, mask);
         mark_live_rows(&mut cache.live, key_keep, batch, seq, causal);
         cache.any_dead = cache.live.iter().any(|&l| !l);
-        // 5. probs_d = dropout(probs)
         cache.key = phase.dropout_key(self.config.seed, self.config.dropout);
-        let probs_used = if let Some(key) = cache.key {
+        let p = self.config.dropout;
+        if cache.key.is_some() {
             cache.probs_drop.resize(cache.probs.shape());
-            let p = self.config.dropout;
-            if causal {
-                causal::dropout_lower(&mut cache.probs_drop, &cache.probs, p, key, seq);
-            } else {
-                dropout_forward(&mut cache.probs_drop, &cache.probs, p, key);
+        }
+        if cache.fused {
+            // 4. + 5. probs = softmax(scores) over visible keys, probs_d = dropout(probs), in one pass
+            let f = (!first.is_empty()).then_some(first);
+            let drop = cache.key.map(|key| (&mut cache.probs_drop, p, key));
+            causal_softmax_dropout(&mut cache.probs, f, drop);
+        } else {
+            // 4. probs = softmax(scores) over visible keys (fully masked rows become 0)
+            let mask = match (causal, key_keep) {
+                (true, None) => Mask::Causal,
+                (true, Some(keep)) => Mask::CausalKeyPadding(keep),
+                (false, None) => Mask::None,
+                (false, Some(keep)) => Mask::KeyPadding(keep),
+            };
+            softmax_inplace(&mut cache.probs, mask);
+            // 5. probs_d = dropout(probs)
+            if let Some(key) = cache.key {
+                if causal {
+                    causal::dropout_lower(&mut cache.probs_drop, &cache.probs, p, key, seq);
+                } else {
+                    dropout_forward(&mut cache.probs_drop, &cache.probs, p, key);
+                }
             }
+        }
+        let probs_used = if cache.key.is_some() {
             &cache.probs_drop
         } else {
             &cache.probs
         };
         // 6. ctx_heads = probs_d v   [batch, heads, seq, d_head]
         if causal {
-            causal::ab(&mut cache.ctx_heads, probs_used, v, seq, T::ONE);
+            causal::ab(&mut cache.ctx_heads, probs_used, v, seq, T::ONE, first);
         } else {
             let ctx = &mut cache.ctx_heads;
             gemm_batched(
@@ -470,10 +503,11 @@ impl<T: Float> MultiheadAttention<T> {
             &cache.probs
         };
         // 6. ctx_heads = probs_d v  =>  dprobs_d = dctx_heads v^T,  dv = probs_d^T dctx_heads
+        let first: &[usize] = if cache.fused { &cache.first } else { &[] };
         let [ds0, ds1] = &mut cache.dscores;
         if causal {
-            causal::abt(ds0, dctx_heads, v, seq, T::ONE);
-            causal::atb(dv, probs_used, dctx_heads, seq, T::ONE);
+            causal::abt(ds0, dctx_heads, v, seq, T::ONE, first);
+            causal::atb(dv, probs_used, dctx_heads, seq, T::ONE, first);
         } else {
             gemm_batched(
                 ds0,
@@ -496,7 +530,14 @@ impl<T: Float> MultiheadAttention<T> {
         }
         // 5. probs_d = dropout(probs)  =>  dprobs = dropout_backward(dprobs_d)   (ds1, else ds0)
         // 4. probs = softmax(scores)  =>  dscores = probs * (dprobs - sum(dprobs * probs))
-        let dscores: &Tensor<T> = if let Some(key) = cache.key {
+        let dscores: &Tensor<T> = if cache.fused {
+            // Both at once, without the mask: probs_d = probs * mask / (1 - p), so
+            // dscores = probs_d * dprobs_d - probs * sum(dprobs_d * probs_d).
+            let f = (!first.is_empty()).then_some(first);
+            let pd = cache.key.is_some().then_some(&cache.probs_drop);
+            causal_softmax_dropout_backward(ds1, ds0, &cache.probs, pd, f);
+            ds1
+        } else if let Some(key) = cache.key {
             if causal {
                 causal::dropout_lower(ds1, ds0, self.config.dropout, key, seq);
             } else {
@@ -511,8 +552,8 @@ impl<T: Float> MultiheadAttention<T> {
         // 3. scores = scale q k^T  =>  dq = scale dscores k,  dk = scale dscores^T q
         let scale = T::from_f64(1.0 / (dh as f64).sqrt());
         if causal {
-            causal::ab(dq, dscores, k, seq, scale);
-            causal::atb(dk, dscores, q, seq, scale);
+            causal::ab(dq, dscores, k, seq, scale, first);
+            causal::atb(dk, dscores, q, seq, scale, first);
         } else {
             gemm_batched(dq, scale, dscores, Transpose::No, k, Transpose::No, T::ZERO);
             gemm_batched(
@@ -688,6 +729,30 @@ fn mark_live_rows(
     }
 }
 
+/// `first[b]` = the first real position of sequence `b` when every key-padding row is left padding
+/// (`false`s then `true`s; all `false`: `first = seq`); `first` is left empty without flags. Returns
+/// false (the caller then uses the general masked path) when some row is not left-padded.
+fn left_padding_offsets(
+    first: &mut Vec<usize>,
+    key_keep: Option<&[bool]>,
+    batch: usize,
+    seq: usize,
+) -> bool {
+    first.clear();
+    let Some(keep) = key_keep else {
+        return true;
+    };
+    for kb in keep.chunks_exact(seq).take(batch) {
+        let f = kb.iter().position(|&k| k).unwrap_or(seq);
+        if !kb[f..].iter().all(|&k| k) {
+            first.clear();
+            return false;
+        }
+        first.push(f);
+    }
+    true
+}
+
 /// Zeroes the rows `r` of `x` (viewed as `[rows, cols]`) where `live[r]` is false.
 pub(crate) fn zero_rows<T: Float>(x: &mut Tensor<T>, live: &[bool]) {
     let c = x.cols();
@@ -723,7 +788,7 @@ impl<T: Float> Module<T> for MultiheadAttention<T> {
 /// entries right of a block are written as exact zeros, so every buffer stays finite.
 mod causal {
     use rayon::prelude::*;
-    use seqrec_tensor::{DropoutKey, Float, Tensor, dropout_bits, dropout_threshold};
+    use seqrec_tensor::{DropoutKey, Float, Tensor, dropout_slice};
 
     /// Rows per block (a multiple of the f32 kernel's 16-row tile would waste more on the diagonal).
     pub(super) const BLOCK: usize = 32;
@@ -792,70 +857,93 @@ mod causal {
         }
     }
 
-    fn blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
-        (0..t)
+    /// Row blocks `[i0, i1)` of `lo..t`.
+    fn blocks(lo: usize, t: usize) -> impl Iterator<Item = (usize, usize)> {
+        (lo..t)
             .step_by(BLOCK)
             .map(move |i0| (i0, (i0 + BLOCK).min(t)))
     }
 
-    /// `out[i0..i1, 0..i1] = alpha x[i0..i1] y[0..i1]^T` per row block, `out[i0..i1, i1..t] = 0`.
-    /// `x`, `y`: `[n, t, dh]`; `out`: `[n, t, t]`. (Scores `q k^T`; `dprobs = dctx v^T`.)
+    /// The first live position of matrix `i` of `n`: `first` holds one offset per sequence (matrices
+    /// `[B, H, ..]` map to sequence `i / H`); empty means 0 for all.
+    fn lo_of(first: &[usize], i: usize, n: usize) -> usize {
+        if first.is_empty() {
+            0
+        } else {
+            first[i / (n / first.len())]
+        }
+    }
+
+    /// `out[i0..i1, lo..i1] = alpha x[i0..i1] y[lo..i1]^T` per row block of `lo..t`, every other entry
+    /// 0 (rows before `lo`, keys before `lo` and right of the block). `x`, `y`: `[n, t, dh]`; `out`:
+    /// `[n, t, t]`; `first`: see [`lo_of`] (the caller guarantees those rows and keys are masked).
+    /// (Scores `q k^T`; `dprobs = dctx v^T`.)
     pub(super) fn abt<T: Float>(
         out: &mut Tensor<T>,
         x: &Tensor<T>,
         y: &Tensor<T>,
         t: usize,
         alpha: T,
+        first: &[usize],
     ) {
         let dh = x.cols();
+        let n = out.numel().checked_div(t * t).unwrap_or(0);
         let (xs, ys) = (x.as_slice(), y.as_slice());
         batched(out, t * t, |i, o| {
             let (xm, ym) = (
                 &xs[i * t * dh..(i + 1) * t * dh],
                 &ys[i * t * dh..(i + 1) * t * dh],
             );
-            for (i0, i1) in blocks(t) {
+            let lo = lo_of(first, i, n);
+            o[..lo * t].fill(T::ZERO);
+            for (i0, i1) in blocks(lo, t) {
                 let ob = &mut o[i0 * t..];
                 mm(
-                    (i1 - i0, dh, i1),
+                    (i1 - i0, dh, i1 - lo),
                     alpha,
                     &xm[i0 * dh..],
                     (dh, 1),
-                    ym,
+                    &ym[lo * dh..],
                     (1, dh),
-                    ob,
+                    &mut ob[lo..],
                     t,
                 );
                 for r in 0..i1 - i0 {
+                    ob[r * t..r * t + lo].fill(T::ZERO);
                     ob[r * t + i1..(r + 1) * t].fill(T::ZERO);
                 }
             }
         });
     }
 
-    /// `out[i0..i1] = alpha a[i0..i1, 0..i1] b[0..i1]`: `a` `[n, t, t]` lower-triangular (zero above the
-    /// diagonal), `b`, `out`: `[n, t, dh]`. (Context `probs v`; `dq = dscores k`.)
+    /// `out[i0..i1] = alpha a[i0..i1, lo..i1] b[lo..i1]` per row block of `lo..t`, rows before `lo` 0:
+    /// `a` `[n, t, t]` lower-triangular (zero above the diagonal and left of `lo`), `b`, `out`:
+    /// `[n, t, dh]`. (Context `probs v`; `dq = dscores k`.)
     pub(super) fn ab<T: Float>(
         out: &mut Tensor<T>,
         a: &Tensor<T>,
         b: &Tensor<T>,
         t: usize,
         alpha: T,
+        first: &[usize],
     ) {
         let dh = b.cols();
+        let n = out.numel().checked_div(t * dh).unwrap_or(0);
         let (as_, bs) = (a.as_slice(), b.as_slice());
         batched(out, t * dh, |i, o| {
             let (am, bm) = (
                 &as_[i * t * t..(i + 1) * t * t],
                 &bs[i * t * dh..(i + 1) * t * dh],
             );
-            for (i0, i1) in blocks(t) {
+            let lo = lo_of(first, i, n);
+            o[..lo * dh].fill(T::ZERO);
+            for (i0, i1) in blocks(lo, t) {
                 mm(
-                    (i1 - i0, i1, dh),
+                    (i1 - i0, i1 - lo, dh),
                     alpha,
-                    &am[i0 * t..],
+                    &am[i0 * t + lo..],
                     (t, 1),
-                    bm,
+                    &bm[lo * dh..],
                     (dh, 1),
                     &mut o[i0 * dh..],
                     dh,
@@ -864,23 +952,28 @@ mod causal {
         });
     }
 
-    /// `out[j0..j1] = alpha a[j0..t, j0..j1]^T b[j0..t]`: `a` `[n, t, t]` lower-triangular, `b`, `out`:
-    /// `[n, t, dh]`. (`dv = probs^T dctx`; `dk = dscores^T q`.)
+    /// `out[j0..j1] = alpha a[j0..t, j0..j1]^T b[j0..t]` per block of `lo..t`, rows before `lo` 0: `a`
+    /// `[n, t, t]` lower-triangular (zero left of `lo`), `b`, `out`: `[n, t, dh]`.
+    /// (`dv = probs^T dctx`; `dk = dscores^T q`.)
     pub(super) fn atb<T: Float>(
         out: &mut Tensor<T>,
         a: &Tensor<T>,
         b: &Tensor<T>,
         t: usize,
         alpha: T,
+        first: &[usize],
     ) {
         let dh = b.cols();
+        let n = out.numel().checked_div(t * dh).unwrap_or(0);
         let (as_, bs) = (a.as_slice(), b.as_slice());
         batched(out, t * dh, |i, o| {
             let (am, bm) = (
                 &as_[i * t * t..(i + 1) * t * t],
                 &bs[i * t * dh..(i + 1) * t * dh],
             );
-            for (j0, j1) in blocks(t) {
+            let lo = lo_of(first, i, n);
+            o[..lo * dh].fill(T::ZERO);
+            for (j0, j1) in blocks(lo, t) {
                 // op(a) = a[j0..t, j0..j1]^T: [j1 - j0, t - j0], element (c, r) at a[(j0 + r) t + j0 + c].
                 mm(
                     (j1 - j0, t - j0, dh),
@@ -907,17 +1000,12 @@ mod causal {
         key: DropoutKey,
         t: usize,
     ) {
-        let thr = dropout_threshold(p);
-        let scale = T::from_f64(1.0 / (1.0 - p));
         let xs = x.as_slice();
         batched(out, t * t, |i, o| {
             for r in 0..t {
                 let base = i * t * t + r * t;
                 let (orow, xrow) = (&mut o[r * t..(r + 1) * t], &xs[base..base + t]);
-                for (j, (o, &v)) in orow[..=r].iter_mut().zip(&xrow[..=r]).enumerate() {
-                    let keep = dropout_bits(key, (base + j) as u64) >= thr;
-                    *o = if keep { v * scale } else { T::ZERO };
-                }
+                dropout_slice(&mut orow[..=r], &xrow[..=r], p, key, base as u64);
                 orow[r + 1..].fill(T::ZERO);
             }
         });
@@ -956,7 +1044,7 @@ mod causal {
                 let mut want = Tensor::zeros(&[n, t, t]);
                 gemm_batched(&mut want, 0.5, &x, Transpose::No, &y, Transpose::Yes, 0.0);
                 let mut got = Tensor::full(&[n, t, t], f64::NAN);
-                abt(&mut got, &x, &y, t, 0.5);
+                abt(&mut got, &x, &y, t, 0.5, &[]);
                 assert!(got.as_slice().iter().all(|v| v.is_finite()));
                 lower(&mut want, t);
                 lower(&mut got, t);
@@ -964,10 +1052,10 @@ mod causal {
                 let mut want = Tensor::zeros(&[n, t, dh]);
                 gemm_batched(&mut want, 0.5, &p, Transpose::No, &y, Transpose::No, 0.0);
                 let mut got = Tensor::full(&[n, t, dh], f64::NAN);
-                ab(&mut got, &p, &y, t, 0.5);
+                ab(&mut got, &p, &y, t, 0.5, &[]);
                 close(&got, &want, "ab");
                 gemm_batched(&mut want, 0.5, &p, Transpose::Yes, &y, Transpose::No, 0.0);
-                atb(&mut got, &p, &y, t, 0.5);
+                atb(&mut got, &p, &y, t, 0.5, &[]);
                 close(&got, &want, "atb");
             }
         }
@@ -983,6 +1071,95 @@ mod causal {
             let mut got = Tensor::full(&[n, t, t], 1.0);
             dropout_lower(&mut got, &s, 0.3, key, t);
             assert_eq!(got, want);
+        }
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::*;
+
+    /// The fused, padding-skipping causal path against the general masked path (softmax with
+    /// `Mask::CausalKeyPadding`, separate dropout, full lower-triangle products): outputs, input and
+    /// parameter gradients, on left-padded batches with all-padding rows, length-1 rows and full rows,
+    /// 1 and 2 heads, with and without dropout, f64.
+    #[test]
+    fn padding_skip_matches_general_path() {
+        let mut rng = Rng::new(3);
+        for (lens, t, heads, p) in [
+            (vec![0usize, 1, 7, 40, 40, 13], 40, 1, 0.2),
+            (vec![0, 1, 33, 2, 70], 70, 2, 0.3),
+            (vec![5, 0, 1], 5, 1, 0.0),
+            (vec![1, 1], 1, 2, 0.1),
+        ] {
+            let (b, d) = (lens.len(), 6);
+            let mut keep = vec![false; b * t];
+            for (i, &l) in lens.iter().enumerate() {
+                keep[i * t + t - l..(i + 1) * t].fill(true);
+            }
+            let config = MhaConfig {
+                d_model: d,
+                num_heads: heads,
+                mask: AttentionMask::Causal,
+                dropout: p,
+                seed: 11,
+            };
+            let mha = MultiheadAttention::<f64>::new("a", config.clone(), &mut rng).unwrap();
+            let xq = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
+            let xkv = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
+            let dout = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
+            let run = |general: bool| {
+                let mut m = mha.clone();
+                let mut cache = MhaCache::new(&config, b, t);
+                cache.force_general = general;
+                let mut out = Tensor::full(&[b, t, d], f64::NAN);
+                m.forward(
+                    &mut out,
+                    &mut cache,
+                    &xq,
+                    &xkv,
+                    Some(&keep),
+                    Phase::Train { step: 5 },
+                );
+                assert_eq!(cache.fused, !general);
+                let (mut dq, mut dkv) = (Tensor::zeros(&[b, t, d]), Tensor::zeros(&[b, t, d]));
+                m.backward(&mut dq, &mut dkv, &dout, &xq, &xkv, &mut cache);
+                let mut grads = Vec::new();
+                m.visit_params(&mut |prm| grads.push(prm.grad.clone()));
+                (out, dq, dkv, grads, cache.probs.clone())
+            };
+            let (fast, slow) = (run(false), run(true));
+            let close = |a: &Tensor<f64>, b: &Tensor<f64>, what: &str| {
+                assert_eq!(a.shape(), b.shape());
+                for (i, (x, y)) in a.as_slice().iter().zip(b.as_slice()).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-10 * (1.0 + y.abs()),
+                        "{what}[{i}]: {x} vs {y} (lens {lens:?}, heads {heads}, p {p})"
+                    );
+                }
+            };
+            close(&fast.0, &slow.0, "out");
+            close(&fast.1, &slow.1, "dx_q");
+            close(&fast.2, &slow.2, "dx_kv");
+            close(&fast.4, &slow.4, "probs");
+            for (i, (g, h)) in fast.3.iter().zip(&slow.3).enumerate() {
+                close(g, h, &format!("param grad {i}"));
+            }
+            // padded query rows: exactly zero output and no gradient through them
+            for (r, &k) in keep.iter().enumerate() {
+                if !k {
+                    assert!(
+                        fast.0.as_slice()[r * d..(r + 1) * d]
+                            .iter()
+                            .all(|&v| v == 0.0)
+                    );
+                    assert!(
+                        fast.1.as_slice()[r * d..(r + 1) * d]
+                            .iter()
+                            .all(|&v| v == 0.0)
+                    );
+                }
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use seqrec_tensor::{
     Float, Gelu, Tensor, dropout_backward, dropout_forward, gelu_backward, gelu_forward,
-    relu_backward, relu_forward,
+    relu_backward, relu_dropout_backward, relu_dropout_forward, relu_forward,
 };
 
 use crate::attention::{AttnConfigError, Phase, check_dropout, check_positive};
@@ -71,7 +71,8 @@ pub struct FeedForward<T> {
 pub struct FeedForwardCache<T> {
     /// `linear1(x)`, `[rows, d_ff]`.
     pre: Tensor<T>,
-    /// `act(pre)`, `[rows, d_ff]`.
+    /// `act(pre)`, `[rows, d_ff]` (not written by the fused ReLU + dropout, whose backward reads only
+    /// `act_drop`).
     act: Tensor<T>,
     /// `dropout(act)` (empty unless dropout was active).
     act_drop: Tensor<T>,
@@ -149,19 +150,26 @@ impl<T: Float> FeedForward<T> {
         cache.ensure(x.rows(), self.config.d_ff);
         // 1. pre = x W1^T + b1
         self.linear1.forward(&mut cache.pre, x);
-        // 2. act = act(pre)
-        match self.config.activation {
-            Activation::Relu => relu_forward(&mut cache.act, &cache.pre),
-            Activation::Gelu(kind) => gelu_forward(&mut cache.act, &cache.pre, kind),
-        }
-        // 3. act_d = dropout(act)
         cache.key = phase.dropout_key(self.config.seed, self.config.dropout);
-        let hidden = if let Some(key) = cache.key {
-            cache.act_drop.resize(cache.act.shape());
-            dropout_forward(&mut cache.act_drop, &cache.act, self.config.dropout, key);
+        let hidden = if let (Activation::Relu, Some(key)) = (self.config.activation, cache.key) {
+            // 2. + 3. act_d = dropout(relu(pre)) in one pass
+            cache.act_drop.resize(cache.pre.shape());
+            relu_dropout_forward(&mut cache.act_drop, &cache.pre, self.config.dropout, key);
             &cache.act_drop
         } else {
-            &cache.act
+            // 2. act = act(pre)
+            match self.config.activation {
+                Activation::Relu => relu_forward(&mut cache.act, &cache.pre),
+                Activation::Gelu(kind) => gelu_forward(&mut cache.act, &cache.pre, kind),
+            }
+            // 3. act_d = dropout(act)
+            if let Some(key) = cache.key {
+                cache.act_drop.resize(cache.act.shape());
+                dropout_forward(&mut cache.act_drop, &cache.act, self.config.dropout, key);
+                &cache.act_drop
+            } else {
+                &cache.act
+            }
         };
         // 4. y = act_d W2^T + b2
         self.linear2.forward(y, hidden);
@@ -181,6 +189,15 @@ impl<T: Float> FeedForward<T> {
         } else {
             &cache.act
         };
+        if let (Activation::Relu, Some(_)) = (self.config.activation, cache.key) {
+            // 2. + 3. act_d = dropout(relu(pre))  =>  dpre = dact_d / (1 - p) where act_d > 0, else 0
+            //    (no mask needed: act_d > 0 exactly where the element was kept and pre > 0)
+            self.linear2.backward(Some(&mut cache.dact), dy, hidden);
+            relu_dropout_backward(&mut cache.dpre, &cache.dact, hidden, self.config.dropout);
+            // 1. pre = x W1^T + b1  =>  dW1 += dpre^T x, db1 += sum dpre, dx = dpre W1
+            self.linear1.backward(dx, &cache.dpre, x);
+            return;
+        }
         self.linear2.backward(Some(&mut cache.dpre), dy, hidden);
         // 3. act_d = dropout(act)  =>  dact = dropout_backward(dact_d)
         if let Some(key) = cache.key {

@@ -66,8 +66,8 @@ pub use activation::{
     sigmoid_backward, sigmoid_forward, sigmoid_scalar, tanh_backward, tanh_forward,
 };
 pub use dropout::{
-    DropoutKey, dropout_backward, dropout_bits, dropout_forward, dropout_keep, dropout_threshold,
-    splitmix64,
+    DropoutKey, dropout_backward, dropout_bits, dropout_forward, dropout_keep, dropout_slice,
+    dropout_threshold, relu_dropout_backward, relu_dropout_forward, splitmix64,
 };
 pub use elementwise::{
     add, add_assign, add_bias, add_bias_backward, axpby, axpy, mul, mul_acc, scale, scale_inplace,
@@ -81,8 +81,8 @@ pub use reduce::{Exclude, NO_ID, max, max_last, mean, mean_last, sq_norm, sum, s
 pub use shape_ops::{concat, slice, slice_add, slice_assign, transpose};
 pub use simd::exp_approx_f32;
 pub use softmax::{
-    Mask, log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward,
-    softmax_inplace,
+    Mask, causal_softmax_dropout, causal_softmax_dropout_backward, log_softmax_backward,
+    log_softmax_forward, softmax_backward, softmax_forward, softmax_inplace,
 };
 pub use tensor::{Device, Tensor, TensorError};
 pub use tolerance::Tolerance;

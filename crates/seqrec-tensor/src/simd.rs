@@ -366,3 +366,70 @@ multiversion! {
     /// Log-softmax backward of one row.
     fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
 }
+
+/// Softmax + dropout backward of one row, from the kept probabilities (no mask):
+/// `dx = yd * dy - y * sum(dy * yd)` with `y` the softmax output and `yd` its dropout.
+#[inline(always)]
+fn softmax_dropout_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) {
+    let mut acc = [T::ZERO; LANES];
+    let (dyc, ydc) = (dy.chunks_exact(LANES), yd.chunks_exact(LANES));
+    let (dyr, ydr) = (dyc.remainder(), ydc.remainder());
+    for (g, l) in dyc.zip(ydc) {
+        for i in 0..LANES {
+            acc[i] += g[i] * l[i];
+        }
+    }
+    let mut sum = hsum(acc);
+    for (&g, &l) in dyr.iter().zip(ydr) {
+        sum += g * l;
+    }
+    for (((d, &g), &p), &pd) in dx.iter_mut().zip(dy).zip(y).zip(yd) {
+        *d = pd * g - p * sum;
+    }
+}
+
+multiversion! {
+    /// Softmax + dropout backward of one row (see `softmax_dropout_bwd_generic`).
+    fn softmax_dropout_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) => softmax_dropout_bwd_generic
+}
+
+/// `out[i] = keep[i] != 0 ? x[i] * scale : 0` (the apply step of inverted dropout).
+#[inline(always)]
+fn dropout_apply_generic<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) {
+    for ((o, &v), &k) in out.iter_mut().zip(x).zip(keep) {
+        *o = if k != 0 { v * scale } else { T::ZERO };
+    }
+}
+
+/// `out[i] = keep[i] != 0 && x[i] > 0 ? x[i] * scale : 0` (ReLU then inverted dropout).
+#[inline(always)]
+fn relu_dropout_apply_generic<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) {
+    for ((o, &v), &k) in out.iter_mut().zip(x).zip(keep) {
+        *o = if k != 0 && v > T::ZERO {
+            v * scale
+        } else {
+            T::ZERO
+        };
+    }
+}
+
+/// `dx[i] = y[i] > 0 ? dy[i] * scale : 0` (backward of ReLU then inverted dropout, from its output).
+#[inline(always)]
+fn relu_dropout_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T], scale: T) {
+    for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
+        *o = if v > T::ZERO { g * scale } else { T::ZERO };
+    }
+}
+
+multiversion! {
+    /// Dropout apply step (see `dropout_apply_generic`).
+    fn dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => dropout_apply_generic
+}
+multiversion! {
+    /// ReLU + dropout apply step (see `relu_dropout_apply_generic`).
+    fn relu_dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => relu_dropout_apply_generic
+}
+multiversion! {
+    /// ReLU + dropout backward (see `relu_dropout_bwd_generic`).
+    fn relu_dropout_bwd<T: Float>(dx: &mut [T], dy: &[T], y: &[T], scale: T) => relu_dropout_bwd_generic
+}

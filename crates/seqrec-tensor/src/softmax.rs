@@ -8,6 +8,9 @@
 //! entries (the log of softmax's exact 0), so a fully masked row is all `-inf`, never NaN; its backward
 //! gives 0 gradient there.
 
+use rayon::prelude::*;
+
+use crate::dropout::{DropoutKey, dropout_slice};
 use crate::par::for_row_chunks;
 use crate::simd;
 use crate::tensor::assert_same_shape;
@@ -357,4 +360,286 @@ pub fn log_softmax_backward<T: Float>(dx: &mut Tensor<T>, dy: &Tensor<T>, y: &Te
             simd::log_softmax_bwd_row(dxr, &dys[r * k..(r + 1) * k], &ys[r * k..(r + 1) * k]);
         }
     });
+}
+
+/// Matrices per rayon task of the causal kernels below (each is `t * t` elements).
+const CAUSAL_PAR_MIN: usize = 1 << 15;
+
+/// The first visible key of matrix `i` of `n` (left padding), from per-sequence offsets.
+#[inline]
+fn first_of(first: Option<&[usize]>, i: usize, n: usize) -> usize {
+    match first {
+        Some(f) => f[i / (n / f.len())],
+        None => 0,
+    }
+}
+
+#[track_caller]
+fn check_causal(op: &str, shape: &[usize], first: Option<&[usize]>) -> (usize, usize) {
+    let t = shape.last().copied().unwrap_or(0);
+    assert!(
+        shape.len() >= 2 && shape[shape.len() - 2] == t,
+        "{op}: need square [.., t, t] matrices, got {shape:?}"
+    );
+    let n = if t == 0 {
+        0
+    } else {
+        shape.iter().product::<usize>() / (t * t)
+    };
+    if let Some(f) = first {
+        assert!(
+            !f.is_empty() && n % f.len() == 0 && f.iter().all(|&l| l <= t),
+            "{op}: first has {} offsets (each <= {t}); need a divisor of the {n} matrices",
+            f.len()
+        );
+    }
+    (n, t)
+}
+
+/// Causal softmax of each `[t, t]` score matrix in place, fused with inverted dropout of the result.
+///
+/// Row `r` of a matrix whose sequence has its first real position at `lo` (left padding; `first`
+/// gives `lo` per sequence, matrices `[B, H, t, t]` map to sequence `i / H`; `None`: `lo = 0`) is the
+/// softmax over keys `lo..=r`, 0 elsewhere; rows `r < lo` see no key and are all 0. That is exactly
+/// [`softmax_inplace`] with [`Mask::CausalKeyPadding`] for left-padded keep flags (or [`Mask::Causal`]).
+///
+/// `drop = Some((probs_drop, p, key))` also writes `probs_drop = dropout(probs)` with the mask
+/// [`crate::dropout_forward`] draws for `key` over the whole tensor (flat indices), hashing only the
+/// visible entries; other entries are 0.
+///
+/// # Panics
+/// If the matrices are not square, `first` does not divide them, or the shapes differ.
+#[track_caller]
+pub fn causal_softmax_dropout<T: Float>(
+    probs: &mut Tensor<T>,
+    first: Option<&[usize]>,
+    drop: Option<(&mut Tensor<T>, f64, DropoutKey)>,
+) {
+    let (n, t) = check_causal("causal_softmax_dropout", probs.shape(), first);
+    if let Some((pd, ..)) = &drop {
+        assert_same_shape(
+            "causal_softmax_dropout",
+            "probs_drop",
+            pd.shape(),
+            "probs",
+            probs.shape(),
+        );
+    }
+    if n == 0 {
+        return;
+    }
+    let per = t * t;
+    let row = |i: usize,
+               r: usize,
+               scratch: &mut [T],
+               pr: &mut [T],
+               dr: Option<(&mut [T], f64, DropoutKey)>| {
+        let lo = first_of(first, i, n);
+        if r < lo {
+            pr.fill(T::ZERO);
+            if let Some((d, ..)) = dr {
+                d.fill(T::ZERO);
+            }
+            return;
+        }
+        let vis = r + 1 - lo;
+        // exp(s - max) into the row (in place: the scores go through a copy)
+        scratch[..vis].copy_from_slice(&pr[lo..=r]);
+        let (mx, sum) = simd::exp_shift_sum(&scratch[..vis], &mut pr[lo..=r]);
+        pr[..lo].fill(T::ZERO);
+        pr[r + 1..].fill(T::ZERO);
+        if mx == T::NEG_INFINITY {
+            pr.fill(T::ZERO);
+        } else {
+            simd::scale_row(&mut pr[lo..=r], T::ONE / sum);
+        }
+        if let Some((d, p, key)) = dr {
+            let start = (i * per + r * t + lo) as u64;
+            dropout_slice(&mut d[lo..=r], &pr[lo..=r], p, key, start);
+            d[..lo].fill(T::ZERO);
+            d[r + 1..].fill(T::ZERO);
+        }
+    };
+    let ps = probs.as_mut_slice();
+    match drop {
+        Some((pd, p, key)) => {
+            let ds = pd.as_mut_slice();
+            assert_eq!(
+                ds.len(),
+                ps.len(),
+                "causal_softmax_dropout: probs_drop shape"
+            );
+            let f = |(i, (pm, dm)): (usize, (&mut [T], &mut [T]))| {
+                let mut scratch = vec![T::ZERO; t];
+                for (r, (pr, dr)) in pm
+                    .chunks_exact_mut(t)
+                    .zip(dm.chunks_exact_mut(t))
+                    .enumerate()
+                {
+                    row(i, r, &mut scratch, pr, Some((dr, p, key)));
+                }
+            };
+            if ps.len() < CAUSAL_PAR_MIN {
+                ps.chunks_mut(per)
+                    .zip(ds.chunks_mut(per))
+                    .enumerate()
+                    .for_each(f);
+            } else {
+                ps.par_chunks_mut(per)
+                    .zip(ds.par_chunks_mut(per))
+                    .enumerate()
+                    .for_each(f);
+            }
+        }
+        None => {
+            let f = |(i, pm): (usize, &mut [T])| {
+                let mut scratch = vec![T::ZERO; t];
+                for (r, pr) in pm.chunks_exact_mut(t).enumerate() {
+                    row(i, r, &mut scratch, pr, None);
+                }
+            };
+            if ps.len() < CAUSAL_PAR_MIN {
+                ps.chunks_mut(per).enumerate().for_each(f);
+            } else {
+                ps.par_chunks_mut(per).enumerate().for_each(f);
+            }
+        }
+    }
+}
+
+/// Backward of [`causal_softmax_dropout`] without the dropout mask: from the probabilities `probs` and
+/// their dropout `probs_drop` (`None` without dropout),
+/// `dscores = probs_drop * dprobs_drop - probs * sum(dprobs_drop * probs_drop)` per row (the softmax
+/// backward of `mask / (1 - p) * dprobs_drop`, since `probs_drop = probs * mask / (1 - p)`), over the
+/// visible keys `lo..=r`; other entries and rows `r < lo` are 0. Writes `dscores` (`=`).
+///
+/// # Panics
+/// If shapes differ or `first` does not divide the matrices.
+#[track_caller]
+pub fn causal_softmax_dropout_backward<T: Float>(
+    dscores: &mut Tensor<T>,
+    dprobs_drop: &Tensor<T>,
+    probs: &Tensor<T>,
+    probs_drop: Option<&Tensor<T>>,
+    first: Option<&[usize]>,
+) {
+    let op = "causal_softmax_dropout_backward";
+    let (n, t) = check_causal(op, probs.shape(), first);
+    assert_same_shape(op, "dscores", dscores.shape(), "probs", probs.shape());
+    assert_same_shape(
+        op,
+        "dprobs_drop",
+        dprobs_drop.shape(),
+        "probs",
+        probs.shape(),
+    );
+    let pd = probs_drop.unwrap_or(probs);
+    assert_same_shape(op, "probs_drop", pd.shape(), "probs", probs.shape());
+    if n == 0 {
+        return;
+    }
+    let per = t * t;
+    let (gs, ps, pds) = (dprobs_drop.as_slice(), probs.as_slice(), pd.as_slice());
+    let f = |(i, dm): (usize, &mut [T])| {
+        let lo = first_of(first, i, n);
+        for (r, dr) in dm.chunks_exact_mut(t).enumerate() {
+            if r < lo {
+                dr.fill(T::ZERO);
+                continue;
+            }
+            let b = i * per + r * t;
+            let (a, e) = (b + lo, b + r + 1);
+            simd::softmax_dropout_bwd_row(&mut dr[lo..=r], &gs[a..e], &ps[a..e], &pds[a..e]);
+            dr[..lo].fill(T::ZERO);
+            dr[r + 1..].fill(T::ZERO);
+        }
+    };
+    let ds = dscores.as_mut_slice();
+    if ds.len() < CAUSAL_PAR_MIN {
+        ds.chunks_mut(per).enumerate().for_each(f);
+    } else {
+        ds.par_chunks_mut(per).enumerate().for_each(f);
+    }
+}
+
+#[cfg(test)]
+mod causal_tests {
+    use super::*;
+    use crate::{dropout_backward, dropout_forward};
+
+    /// Left-padded keep flags for `lens` (0: all padding).
+    fn left_padded(lens: &[usize], t: usize) -> (Vec<bool>, Vec<usize>) {
+        let mut keep = vec![false; lens.len() * t];
+        for (b, &l) in lens.iter().enumerate() {
+            keep[b * t + t - l..(b + 1) * t].fill(true);
+        }
+        (keep, lens.iter().map(|&l| t - l).collect())
+    }
+
+    fn scores(n: usize, seed: u64) -> Vec<f64> {
+        (0..n)
+            .map(|i| (splitmix(i as u64 ^ seed) % 2000) as f64 / 300.0 - 3.0)
+            .collect()
+    }
+
+    fn splitmix(i: u64) -> u64 {
+        crate::splitmix64(i)
+    }
+
+    fn close(a: &[f64], b: &[f64], what: &str) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The fused kernel equals softmax_inplace (causal + key padding) then dropout_forward, and its
+    /// mask-free backward equals dropout_backward then softmax_backward, with all-padding rows, length-1
+    /// rows, heads > 1 and t not a multiple of 8.
+    #[test]
+    fn fused_causal_softmax_dropout_matches_unfused() {
+        let key = DropoutKey { seed: 9, step: 4 };
+        for (lens, t, h) in [
+            (vec![0usize, 1, 5, 13], 13, 1),
+            (vec![3, 0, 70, 1, 33], 70, 2),
+            (vec![1], 1, 3),
+        ] {
+            let b = lens.len();
+            let (keep, first) = left_padded(&lens, t);
+            let shape = [b, h, t, t];
+            let x = Tensor::from_vec(&shape, scores(b * h * t * t, 1)).unwrap();
+            for p in [0.0, 0.3] {
+                let mut want = x.clone();
+                softmax_inplace(&mut want, Mask::CausalKeyPadding(&keep));
+                let mut want_d = Tensor::zeros(&shape);
+                dropout_forward(&mut want_d, &want, p, key);
+                let mut got = x.clone();
+                let mut got_d = Tensor::full(&shape, f64::NAN);
+                let drop = (p > 0.0).then_some((&mut got_d, p, key));
+                causal_softmax_dropout(&mut got, Some(&first), drop);
+                close(got.as_slice(), want.as_slice(), "probs");
+                if p > 0.0 {
+                    close(got_d.as_slice(), want_d.as_slice(), "probs_drop");
+                }
+                // backward
+                let g = Tensor::from_vec(&shape, scores(b * h * t * t, 2)).unwrap();
+                let mut dp = Tensor::zeros(&shape);
+                dropout_backward(&mut dp, &g, p, key);
+                let mut want_ds = Tensor::zeros(&shape);
+                softmax_backward(&mut want_ds, &dp, &want);
+                let mut got_ds = Tensor::full(&shape, f64::NAN);
+                let pd = (p > 0.0).then_some(&got_d);
+                causal_softmax_dropout_backward(&mut got_ds, &g, &got, pd, Some(&first));
+                close(got_ds.as_slice(), want_ds.as_slice(), "dscores");
+            }
+            // no key padding: plain causal
+            let mut want = x.clone();
+            softmax_inplace(&mut want, Mask::Causal);
+            let mut got = x.clone();
+            causal_softmax_dropout(&mut got, None, None);
+            close(got.as_slice(), want.as_slice(), "causal probs");
+        }
+    }
 }
