@@ -63,6 +63,7 @@ use seqrec_tensor::{
 };
 
 use crate::adam::{AdamHyper, AdamState};
+use crate::epoch::{EpochTally, step_key};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{CheckpointFiles, ckpt_err};
 
@@ -1360,11 +1361,6 @@ impl Sasrec {
     pub fn steps(&self) -> u64 {
         self.adam.steps
     }
-
-    /// The dropout key step of step `step` of epoch `epoch`: distinct for every (epoch, step).
-    fn dropout_step(epoch: usize, step: usize) -> u64 {
-        ((epoch as u64) << 32) | step as u64
-    }
 }
 
 impl Model for Sasrec {
@@ -1444,7 +1440,7 @@ impl Model for Sasrec {
         let mut batcher = SasrecBatcher::new(train.clone(), bcfg).map_err(|e| data(&e))?;
         batcher.start_epoch(epoch as u64);
         let steps = batcher.n_batches();
-        let (mut sum, mut sequences) = (0.0f64, 0usize);
+        let mut tally = EpochTally::new(steps, on_step);
         for step in 0..steps {
             let batch = match batcher.next_batch().map_err(|e| data(&e))? {
                 Some(b) => b,
@@ -1458,25 +1454,14 @@ impl Model for Sasrec {
             };
             self.net.zero_grad();
             let phase = Phase::Train {
-                step: Self::dropout_step(epoch, step),
+                step: step_key(epoch, step),
             };
             let loss = self.net.forward_backward(&inputs, phase).to_f64();
             self.adam
                 .finish_step(&mut self.net, loss, config.clip_grad_norm, epoch, step)?;
-            sum += loss;
-            sequences += batch.rows;
-            on_step(&StepReport {
-                step,
-                steps,
-                loss,
-                sequences: batch.rows,
-            });
+            tally.record(loss, batch.rows);
         }
-        Ok(EpochReport {
-            loss: if steps == 0 { 0.0 } else { sum / steps as f64 },
-            steps,
-            sequences,
-        })
+        Ok(tally.finish())
     }
 
     fn score(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
