@@ -30,7 +30,10 @@
 
 use seqrec_nn::{Activation, FeedForward};
 use seqrec_nn::{AttentionMask, LayerNorm, LayerNormCache, NormPlacement, TransformerBlock};
-use seqrec_tensor::{Float, Tensor, Transpose, gelu_forward, gemm_slice, relu_forward};
+use seqrec_tensor::simd::{LANES, lane_dot, softmax_row_in_place};
+use seqrec_tensor::{
+    Float, Tensor, Transpose, gelu_forward, gemm_slice, multiversion, relu_forward,
+};
 
 use super::SasrecNet;
 
@@ -651,132 +654,17 @@ fn gemm_strided<T: Float>(
     }
 }
 
-/// Lanes of the vectorised row kernels: one AVX-512 register of `f32`.
-const LANES: usize = 16;
-
-/// Dispatches `$generic(args)` to a copy compiled for AVX-512 (or AVX2 + FMA) when the CPU has it
-/// (the same scheme as `seqrec_tensor`'s row kernels).
-macro_rules! dispatch {
-    ($generic:ident::<$t:ident>($($arg:ident : $ty:ty),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn v512<$t: Float>($($arg: $ty),*) { $generic($($arg),*) }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn v256<$t: Float>($($arg: $ty),*) { $generic($($arg),*) }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features v512 is compiled for were detected on this CPU just above.
-                return unsafe { v512($($arg),*) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: AVX2 and FMA were detected on this CPU just above.
-                return unsafe { v256($($arg),*) };
-            }
-        }
-        $generic($($arg),*)
-    }};
+multiversion! {
+    /// In-place softmax of one row with every entry visible: `x_j = e^(x_j - max) / sum`.
+    fn softmax_row<T: Float>(x: &mut [T]) => softmax_row_in_place
 }
 
-/// Sum of `LANES` accumulators as a tree (vector shuffles rather than a serial chain).
-#[inline(always)]
-fn hsum<T: Float>(mut a: [T; LANES]) -> T {
-    let mut w = LANES / 2;
-    while w > 0 {
-        for i in 0..w {
-            let v = a[i + w];
-            a[i] += v;
-        }
-        w /= 2;
-    }
-    a[0]
-}
-
-/// `a . b` with `LANES` independent partial sums (so that it vectorises).
-#[inline(always)]
-fn dot_lanes<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    for (i, (&x, &y)) in ra.iter().zip(rb).enumerate() {
-        acc[i] += x * y;
-    }
-    hsum(acc)
-}
-
-/// In-place softmax of one row with every entry visible: `x_j = e^(x_j - max) / sum`.
-fn softmax_row<T: Float>(x: &mut [T]) {
-    dispatch!(softmax_row_generic::<T>(x: &mut [T]))
-}
-
-#[inline(always)]
-fn softmax_row_generic<T: Float>(x: &mut [T]) {
-    let mut mx = [T::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            mx[i] = mx[i].max(c[i]);
-        }
-    }
-    for (i, &v) in chunks.remainder().iter().enumerate() {
-        mx[i] = mx[i].max(v);
-    }
-    let mut max = mx[0];
-    for &v in &mx[1..] {
-        max = max.max(v);
-    }
-    let mut acc = [T::ZERO; LANES];
-    let mut chunks = x.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = (c[i] - max).exp_fast();
-            acc[i] += c[i];
-        }
-    }
-    for (i, v) in chunks.into_remainder().iter_mut().enumerate() {
-        *v = (*v - max).exp_fast();
-        acc[i] += *v;
-    }
-    let inv = hsum(acc).recip();
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// One attention row: `ctx = softmax_j(q . k_j * scale) v_j` over `nr` keys. `kt = (keys^T, row
-/// stride, first element)`: key `j`'s component `kk` at `first + kk * stride + j`; `v = (values, row
-/// stride, first element)`: value `j` at `first + j * stride`; `p`: scratch of at least `nr` entries,
-/// a whole number of vectors.
-fn attend_one<T: Float>(
-    ctx: &mut [T],
-    p: &mut [T],
-    nr: usize,
-    q: &[T],
-    kt: (&[T], usize, usize),
-    v: (&[T], usize, usize),
-    scale: T,
-) {
-    dispatch!(attend_one_generic::<T>(
-        ctx: &mut [T],
-        p: &mut [T],
-        nr: usize,
-        q: &[T],
-        kt: (&[T], usize, usize),
-        v: (&[T], usize, usize),
-        scale: T
-    ))
+multiversion! {
+    /// One attention row: `ctx = softmax_j(q . k_j * scale) v_j` over `nr` keys. `kt = (keys^T, row
+    /// stride, first element)`: key `j`'s component `kk` at `first + kk * stride + j`; `v = (values, row
+    /// stride, first element)`: value `j` at `first + j * stride`; `p`: scratch of at least `nr` entries,
+    /// a whole number of vectors.
+    fn attend_one<T: Float>(ctx: &mut [T], p: &mut [T], nr: usize, q: &[T], kt: (&[T], usize, usize), v: (&[T], usize, usize), scale: T) => attend_one_generic
 }
 
 #[inline(always)]
@@ -802,7 +690,7 @@ fn attend_one_generic<T: Float>(
         *s *= scale;
     }
     pad.fill(T::NEG_INFINITY);
-    softmax_row_generic(p);
+    softmax_row_in_place(p);
     ctx.fill(T::ZERO);
     for (j, &pj) in p[..nr].iter().enumerate() {
         let row = &v[v0 + j * ldv..v0 + j * ldv + ctx.len()];
@@ -834,7 +722,12 @@ fn gemv_rows<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) {
         unsafe { gemv_rows_avx512(o, t, hh, d) };
         return;
     }
-    dispatch!(gemv_rows_generic::<T>(out: &mut [T], table: &[T], h: &[T], d: usize))
+    gemv_rows_dispatch(out, table, h, d)
+}
+
+multiversion! {
+    /// [`gemv_rows_generic`] compiled for this CPU's widest vectors.
+    fn gemv_rows_dispatch<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) => gemv_rows_generic
 }
 
 #[inline(always)]
@@ -842,7 +735,7 @@ fn gemv_rows_generic<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) {
     let cols = table.len() / d;
     for (i, e) in table.chunks_exact(d).enumerate() {
         for (r, hr) in h.chunks_exact(d).enumerate() {
-            out[r * cols + i] = dot_lanes(hr, e);
+            out[r * cols + i] = lane_dot(hr, e);
         }
     }
 }

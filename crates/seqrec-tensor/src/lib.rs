@@ -56,7 +56,7 @@ mod reduce;
 pub mod reference;
 mod sgemm_avx512;
 mod shape_ops;
-mod simd;
+pub mod simd;
 mod softmax;
 mod tensor;
 mod tolerance;

@@ -1,5 +1,9 @@
 //! Hot row kernels compiled several times (AVX-512, AVX2+FMA, baseline x86-64) and picked at run time,
-//! so the release build needs no `target-cpu=native` and still vectorises on this Zen 5 machine.
+//! so the release build needs no `target-cpu=native` and still vectorises on any x86-64 machine.
+//!
+//! Public for other crates' fused kernels (the SASRec serving forward): [`multiversion!`](crate::multiversion)
+//! and the lane helpers [`hsum`], [`lane_dot`] and [`softmax_row_in_place`], which vectorise when inlined
+//! into a multiversioned function.
 //!
 //! The kernels are plain Rust written to auto-vectorise: reductions keep [`LANES`] independent
 //! accumulators (float addition is not associative, so a single accumulator would stay scalar), and
@@ -9,7 +13,7 @@
 use crate::Float;
 
 /// Independent accumulators per reduction: one AVX-512 register of f32.
-pub(crate) const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// e^x for `f32`, branch-free so that it vectorises; within 2 ulp of `f32::exp` for `x` in
 /// `[-87.3, 88]`, 0 below -87.3 (where `f32::exp` is subnormal or 0). Cephes `expf`: `x = n ln 2 + r`,
@@ -38,20 +42,39 @@ pub fn exp_approx_f32(x: f32) -> f32 {
     if x < -87.336_55 { 0.0 } else { e }
 }
 
-/// Generates `$name`, which runs `$generic` compiled for the best instruction set this CPU has.
+/// Generates `$name`, which runs `$generic` (an `#[inline(always)]` function generic over
+/// [`Float`](crate::Float)) compiled for the best instruction set this CPU has: AVX-512, AVX2 + FMA, or
+/// baseline x86-64. Other crates build their own fused row kernels with it:
+///
+/// ```
+/// use seqrec_tensor::{Float, multiversion};
+///
+/// #[inline(always)]
+/// fn double_generic<T: Float>(xs: &mut [T]) {
+///     xs.iter_mut().for_each(|x| *x += *x);
+/// }
+/// multiversion! {
+///     /// `xs *= 2`.
+///     pub fn double<T: Float>(xs: &mut [T]) => double_generic
+/// }
+/// let mut v = [1.0f32, 2.5];
+/// double(&mut v);
+/// assert_eq!(v, [2.0, 5.0]);
+/// ```
+#[macro_export]
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident<T: Float>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Float>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name<T: Float>($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name<T: $crate::Float>($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                fn v512<T: Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                fn v512<T: $crate::Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                fn v256<T: Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
+                fn v256<T: $crate::Float>($($arg: $ty),*) $(-> $ret)? { $generic($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx2")
@@ -73,7 +96,7 @@ macro_rules! multiversion {
 /// Sum of the accumulators as a tree (vector shuffles), not a serial chain of 16 dependent adds: this
 /// matters for short rows such as layer norm over 50 features.
 #[inline(always)]
-fn hsum<T: Float>(mut a: [T; LANES]) -> T {
+pub fn hsum<T: Float>(mut a: [T; LANES]) -> T {
     let mut w = LANES / 2;
     while w > 0 {
         for i in 0..w {
@@ -134,6 +157,49 @@ fn lane_sum<T: Float>(xs: &[T]) -> T {
     s
 }
 
+/// `a . b` over the common length, with [`LANES`] independent partial sums (so that it vectorises
+/// inside a [`multiversion!`](crate::multiversion) kernel).
+#[inline(always)]
+pub fn lane_dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    hsum(acc)
+}
+
+/// In-place softmax of a whole row with every entry visible, `x_j = e^(x_j - max) / sum` (through
+/// [`Float::exp_fast`]), for use inside a [`multiversion!`](crate::multiversion) kernel. The row must
+/// hold a finite entry.
+#[inline(always)]
+pub fn softmax_row_in_place<T: Float>(x: &mut [T]) {
+    let max = lane_max(x);
+    let mut acc = [T::ZERO; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = (c[i] - max).exp_fast();
+            acc[i] += c[i];
+        }
+    }
+    let mut sum = hsum(acc);
+    for v in chunks.into_remainder() {
+        *v = (*v - max).exp_fast();
+        sum += *v;
+    }
+    let inv = sum.recip();
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// `out = exp(x - max)` over a whole unmasked row; returns `(max, sum)` (`max = -inf`: empty / all -inf).
 #[inline(always)]
 fn exp_shift_sum_generic<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) {
@@ -176,15 +242,15 @@ fn shift_generic<T: Float>(out: &mut [T], xr: &[T], shift: T) {
 
 multiversion! {
     /// `out = exp(x - max(x))`, returns `(max, sum of out)`.
-    fn exp_shift_sum<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) => exp_shift_sum_generic
+    pub(crate) fn exp_shift_sum<T: Float>(xr: &[T], out: &mut [T]) -> (T, T) => exp_shift_sum_generic
 }
 multiversion! {
     /// `out *= s`.
-    fn scale_row<T: Float>(out: &mut [T], s: T) => scale_generic
+    pub(crate) fn scale_row<T: Float>(out: &mut [T], s: T) => scale_generic
 }
 multiversion! {
     /// `out = x - shift`.
-    fn shift_row<T: Float>(out: &mut [T], xr: &[T], shift: T) => shift_generic
+    pub(crate) fn shift_row<T: Float>(out: &mut [T], xr: &[T], shift: T) => shift_generic
 }
 
 /// Layer-norm forward over a chunk of whole rows of `c` elements.
@@ -232,7 +298,7 @@ fn ln_fwd_generic<T: Float>(
 
 multiversion! {
     /// Layer-norm forward over whole rows (see `layernorm_forward`).
-    fn ln_fwd_rows<T: Float>(xs: &[T], out: &mut [T], mean: &mut [T], rstd: &mut [T], g: &[T], b: &[T], eps: T, c: usize)
+    pub(crate) fn ln_fwd_rows<T: Float>(xs: &[T], out: &mut [T], mean: &mut [T], rstd: &mut [T], g: &[T], b: &[T], eps: T, c: usize)
         => ln_fwd_generic
 }
 
@@ -306,7 +372,7 @@ fn ln_bwd_generic<T: Float>(
 
 multiversion! {
     /// Layer-norm backward over whole rows (see `layernorm_backward`).
-    fn ln_bwd_rows<T: Float>(dxs: &mut [T], dos: &[T], xs: &[T], ms: &[T], ss: &[T], g: &[T], dg: &mut [T], db: &mut [T], c: usize)
+    pub(crate) fn ln_bwd_rows<T: Float>(dxs: &mut [T], dos: &[T], xs: &[T], ms: &[T], ss: &[T], g: &[T], dg: &mut [T], db: &mut [T], c: usize)
         => ln_bwd_generic
 }
 
@@ -360,11 +426,11 @@ fn log_softmax_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) {
 
 multiversion! {
     /// Softmax backward of one row.
-    fn softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => softmax_bwd_generic
+    pub(crate) fn softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => softmax_bwd_generic
 }
 multiversion! {
     /// Log-softmax backward of one row.
-    fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
+    pub(crate) fn log_softmax_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T]) => log_softmax_bwd_generic
 }
 
 /// Softmax + dropout backward of one row, from the kept probabilities (no mask):
@@ -390,7 +456,7 @@ fn softmax_dropout_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[
 
 multiversion! {
     /// Softmax + dropout backward of one row (see `softmax_dropout_bwd_generic`).
-    fn softmax_dropout_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) => softmax_dropout_bwd_generic
+    pub(crate) fn softmax_dropout_bwd_row<T: Float>(dx: &mut [T], dy: &[T], y: &[T], yd: &[T]) => softmax_dropout_bwd_generic
 }
 
 /// `out[i] = keep[i] != 0 ? x[i] * scale : 0` (the apply step of inverted dropout).
@@ -423,13 +489,13 @@ fn relu_dropout_bwd_generic<T: Float>(dx: &mut [T], dy: &[T], y: &[T], scale: T)
 
 multiversion! {
     /// Dropout apply step (see `dropout_apply_generic`).
-    fn dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => dropout_apply_generic
+    pub(crate) fn dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => dropout_apply_generic
 }
 multiversion! {
     /// ReLU + dropout apply step (see `relu_dropout_apply_generic`).
-    fn relu_dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => relu_dropout_apply_generic
+    pub(crate) fn relu_dropout_apply<T: Float>(out: &mut [T], x: &[T], keep: &[u8], scale: T) => relu_dropout_apply_generic
 }
 multiversion! {
     /// ReLU + dropout backward (see `relu_dropout_bwd_generic`).
-    fn relu_dropout_bwd<T: Float>(dx: &mut [T], dy: &[T], y: &[T], scale: T) => relu_dropout_bwd_generic
+    pub(crate) fn relu_dropout_bwd<T: Float>(dx: &mut [T], dy: &[T], y: &[T], scale: T) => relu_dropout_bwd_generic
 }
