@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! e  = item_emb[ids] * sqrt(d)                     ids: [batch, maxlen], right-aligned, 0 = padding
+//!                            (* 1 with scale_embeddings = false)
 //! x0 = e + pos_emb[t]        (padded positions get no position, so they stay 0)
 //! x1 = keep * dropout(x0)    (timeline mask: padded rows zeroed)
 //! h  = LN_final(blocks(x1))  (each block: q = LN1(x); s = q + MHA(q, x); l = LN2(s);
@@ -44,7 +45,9 @@
 //!
 //! Initialisation: every matrix (embeddings, attention and feed-forward weights) is Xavier-normal as in
 //! SASRec.pytorch (`xavier_normal_` on every parameter with two or more dimensions); biases and layer
-//! norms keep PyTorch's defaults; the padding row of the item table is zero.
+//! norms keep PyTorch's defaults; the padding row of the item table is zero. With `embedding_std` set,
+//! the item, position and output tables are drawn `N(0, embedding_std²)` instead (1.0: PyTorch's
+//! `nn.Embedding`, as the gSASRec PyTorch repository).
 
 use std::path::Path;
 
@@ -148,6 +151,13 @@ macro_rules! sasrec_config {
             pub tied_output: bool,
             /// Clip the global gradient norm to this value before each step (`None`: no clipping).
             pub clip_grad_norm: Option<f64>,
+            /// Standard deviation of the normal draw of the item, position and output tables
+            /// (`None`: Xavier normal, SASRec's code; `Some(1.0)`: PyTorch's `nn.Embedding`, the gSASRec
+            /// PyTorch repository).
+            pub embedding_std: Option<f64>,
+            /// Multiply the input item embeddings by `sqrt(d)` (`true`, SASRec's code; `false`, the
+            /// gSASRec PyTorch repository).
+            pub scale_embeddings: bool,
         }
 
         impl From<$name> for SasrecParts {
@@ -169,6 +179,8 @@ macro_rules! sasrec_config {
                     sampler: c.sampler,
                     tied_output: c.tied_output,
                     clip_grad_norm: c.clip_grad_norm,
+                    embedding_std: c.embedding_std,
+                    scale_embeddings: c.scale_embeddings,
                 }
             }
         }
@@ -192,6 +204,8 @@ macro_rules! sasrec_config {
                     sampler: c.sampler,
                     tied_output: c.tied_output,
                     clip_grad_norm: c.clip_grad_norm,
+                    embedding_std: c.embedding_std,
+                    scale_embeddings: c.scale_embeddings,
                 }
             }
         }
@@ -217,6 +231,8 @@ struct SasrecParts {
     sampler: SasrecSampler,
     tied_output: bool,
     clip_grad_norm: Option<f64>,
+    embedding_std: Option<f64>,
+    scale_embeddings: bool,
 }
 
 sasrec_config! {
@@ -237,10 +253,12 @@ sasrec_config! {
     ///
     /// Differences from that repository, all deliberate: negatives exclude the user's own training
     /// items (the repository draws from the whole catalogue, so a user's other positives can be drawn
-    /// as negatives; `β` is still computed from the repository's pool size `n_items - 1`); the input
-    /// embeddings are scaled by `sqrt(d)` and the layer norms use eps 1e-8 (SASRec's code; the
-    /// repository uses no scaling and PyTorch's 1e-5); an epoch is a full pass over the training users
-    /// (the repository's "epoch" is 100 batches).
+    /// as negatives; `β` is still computed from the repository's pool size `n_items - 1`); the tables
+    /// are drawn Xavier-normal and the input embeddings scaled by `sqrt(d)` (SASRec's code; the
+    /// PyTorch repository draws `N(0, 1)` and does not scale: `embedding_std = 1.0`,
+    /// `scale_embeddings = false`); the layer norms use eps 1e-8 (SASRec's code; the repository uses
+    /// PyTorch's 1e-5); an epoch is a full pass over the training users (the repository's "epoch" is
+    /// 100 batches).
     GsasrecConfig
 }
 
@@ -263,6 +281,8 @@ impl Default for SasrecConfig {
             sampler: SasrecSampler::Uniform,
             tied_output: true,
             clip_grad_norm: None,
+            embedding_std: None,
+            scale_embeddings: true,
         }
     }
 }
@@ -286,6 +306,8 @@ impl Default for GsasrecConfig {
             sampler: SasrecSampler::Uniform,
             tied_output: false,
             clip_grad_norm: None,
+            embedding_std: None,
+            scale_embeddings: true,
         }
     }
 }
@@ -361,7 +383,22 @@ impl SasrecConfig {
         if !(0.0..=1.0).contains(&self.gbce_t) {
             return Err(bad("gbce_t", self.gbce_t, "must be in [0, 1]"));
         }
+        if let Some(s) = self.embedding_std
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(bad("embedding_std", s, "must be finite and > 0"));
+        }
         Ok(())
+    }
+
+    /// The factor the input item embeddings are multiplied by: `sqrt(d)` when
+    /// [`Self::scale_embeddings`], else 1.
+    pub fn input_scale(&self) -> f64 {
+        if self.scale_embeddings {
+            (self.hidden as f64).sqrt()
+        } else {
+            1.0
+        }
     }
 }
 
@@ -515,11 +552,13 @@ impl<T: Float> SasrecNet<T> {
         let nn = |e: seqrec_nn::NnError| ModelError::Config(e.to_string());
         // Xavier-normal std of a [fan_out, fan_in] matrix: sqrt(2 / (fan_in + fan_out)).
         let xavier = |r: usize, c: usize| (2.0 / (r + c) as f64).sqrt();
+        // The tables' std: `embedding_std` when set, else Xavier.
+        let table_std = |r: usize, c: usize| config.embedding_std.unwrap_or_else(|| xavier(r, c));
         let item_emb = Embedding::new(
             "item_emb",
             n_items + 1,
             d,
-            xavier(n_items + 1, d),
+            table_std(n_items + 1, d),
             Padding::Skip(0),
             &mut rng,
         )
@@ -528,7 +567,7 @@ impl<T: Float> SasrecNet<T> {
             "pos_emb",
             config.maxlen,
             d,
-            xavier(config.maxlen, d),
+            table_std(config.maxlen, d),
             &mut rng,
         )
         .map_err(nn)?;
@@ -557,7 +596,7 @@ impl<T: Float> SasrecNet<T> {
                     "output_emb",
                     n_items + 1,
                     d,
-                    xavier(n_items + 1, d),
+                    table_std(n_items + 1, d),
                     Padding::Skip(0),
                     &mut rng,
                 )
@@ -688,9 +727,9 @@ impl<T: Float> SasrecNet<T> {
         }
         c.keep.clear();
         c.keep.extend(ids.iter().map(|&i| i != 0));
-        // 1. e = item_emb[ids] * sqrt(d)
+        // 1. e = item_emb[ids] * input_scale (sqrt(d) in SASRec)
         self.item_emb.forward(&mut c.e, ids);
-        scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+        scale_inplace(&mut c.e, T::from_f64(self.config.input_scale()));
         // 2. x0 = e + pos_emb[t] on real positions
         self.pos_emb
             .forward(&mut c.x0, &c.e, PositionMask::SkipPadding(ids));
@@ -709,7 +748,6 @@ impl<T: Float> SasrecNet<T> {
     /// Backward of [`Self::forward_hidden`] from `cache.dh`: parameter gradients `+=`.
     fn backward_hidden(&mut self, ids: &[u32]) {
         let c = &mut self.cache;
-        let d = self.config.hidden;
         c.dx.resize(c.h.shape());
         // 4. h = encoder(x1)  =>  dx1
         self.encoder
@@ -722,8 +760,8 @@ impl<T: Float> SasrecNet<T> {
         }
         // 2. x0 = e + pos  =>  dpos[t] += dx0, de = dx0
         self.pos_emb.backward(&c.e, PositionMask::SkipPadding(ids));
-        // 1. e = item_emb[ids] * sqrt(d)  =>  ditem_emb[ids] += sqrt(d) de
-        scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+        // 1. e = item_emb[ids] * input_scale  =>  ditem_emb[ids] += input_scale de
+        scale_inplace(&mut c.e, T::from_f64(self.config.input_scale()));
         self.item_emb.backward(&c.e, ids);
     }
 
@@ -1180,9 +1218,9 @@ impl<T: Float> SasrecNet<T> {
             }
             c.keep.clear();
             c.keep.extend(ids.iter().map(|&i| i != 0));
-            // e = item_emb[ids] * sqrt(d) + pos_emb[off + t] on real positions (eval: no dropout).
+            // e = item_emb[ids] * input_scale + pos_emb[off + t] on real positions (eval: no dropout).
             self.item_emb.forward(&mut c.e, &ids);
-            scale_inplace(&mut c.e, T::from_f64((d as f64).sqrt()));
+            scale_inplace(&mut c.e, T::from_f64(self.config.input_scale()));
             let pos = self.pos_emb.weight.value.as_slice();
             let x1 = c.x1.as_mut_slice();
             let e = c.e.as_slice();

@@ -163,6 +163,7 @@ impl<T: Float> SasrecNet<T> {
     /// The serving forward on `b` histories `[b, maxlen]` (ids already checked): `scores [b, cols]`.
     pub(super) fn score_packed(&mut self, histories: &[u32], b: usize, scores: &mut [T]) {
         let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
+        let input_scale = T::from_f64(self.config.input_scale());
         let SasrecNet {
             item_emb,
             pos_emb,
@@ -210,10 +211,10 @@ impl<T: Float> SasrecNet<T> {
             }
             sc.start.push(sc.ids.len());
             let n = sc.ids.len();
-            // 2. x = item_emb[id] * sqrt(d) + pos_emb[slot]  (the training forward's order of ops)
+            // 2. x = item_emb[id] * input_scale + pos_emb[slot]  (the training forward's order of ops)
             sc.full.x.resize(&[n, d]);
             {
-                let scale = T::from_f64((d as f64).sqrt());
+                let scale = input_scale;
                 let emb = item_emb.weight.value.as_slice();
                 let pos = pos_emb.weight.value.as_slice();
                 let x = sc.full.x.as_mut_slice();

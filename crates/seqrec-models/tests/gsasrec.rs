@@ -106,6 +106,17 @@ fn gradcheck_gbce_separate_output_table_with_dropout() {
     gradcheck(config, Phase::Train { step: 5 }, None);
 }
 
+/// The gSASRec PyTorch repository's variant: N(0, 1) tables, input embeddings not scaled by sqrt(d).
+#[test]
+fn gradcheck_gbce_unscaled_normal_tables() {
+    let config = SasrecConfig {
+        scale_embeddings: false,
+        embedding_std: Some(1.0),
+        ..tiny(SasrecLoss::Gbce)
+    };
+    gradcheck(config, Phase::Eval, None);
+}
+
 #[test]
 fn gradcheck_sampled_softmax_uniform_and_popularity() {
     gradcheck(tiny(SasrecLoss::SampledSoftmax), Phase::Eval, None);

@@ -1,9 +1,10 @@
 //! SASRec's serving forward (`score_last_position`, behind `Model::score_serving`) against the training
 //! forward in eval mode (`score`, the oracle): random small networks with every parameter random
 //! (norms and biases too), SASRec, pre-LN and post-LN blocks, with and without the final norm, one and
-//! two heads, tied and separate output tables; batches of 1, of at most the GEMV threshold (4), above
-//! it and above `batch_size`; histories empty, of length 1, shorter than, equal to and (truncated)
-//! longer than the window, mixed in one batch, and windows whose last slot is padding.
+//! two heads, tied and separate output tables, input embeddings scaled by `sqrt(d)` or not; batches of
+//! 1, of at most the GEMV threshold (4), above it and above `batch_size`; histories empty, of length 1,
+//! shorter than, equal to and (truncated) longer than the window, mixed in one batch, and windows whose
+//! last slot is padding.
 //!
 //! SASRec reads no context features (`Model::context` is `None`), so there is no context variant.
 
@@ -22,6 +23,8 @@ struct Variant {
     final_norm: bool,
     heads: usize,
     tied: bool,
+    /// Input embeddings scaled by `sqrt(d)` (SASRec) or not (the gSASRec PyTorch repository).
+    scaled: bool,
 }
 
 const VARIANTS: [Variant; 6] = [
@@ -30,36 +33,42 @@ const VARIANTS: [Variant; 6] = [
         final_norm: true,
         heads: 1,
         tied: true,
+        scaled: true,
     },
     Variant {
         norm: NormPlacement::SasRec,
         final_norm: true,
         heads: 2,
         tied: false,
+        scaled: false,
     },
     Variant {
         norm: NormPlacement::Pre,
         final_norm: true,
         heads: 2,
         tied: true,
+        scaled: true,
     },
     Variant {
         norm: NormPlacement::Pre,
         final_norm: false,
         heads: 1,
         tied: true,
+        scaled: true,
     },
     Variant {
         norm: NormPlacement::Post,
         final_norm: false,
         heads: 2,
         tied: true,
+        scaled: true,
     },
     Variant {
         norm: NormPlacement::Post,
         final_norm: true,
         heads: 1,
         tied: false,
+        scaled: false,
     },
 ];
 
@@ -73,6 +82,7 @@ fn config(v: Variant, maxlen: usize, blocks: usize) -> SasrecConfig {
         // Sub-batches of 8: batch 11 runs as 8 (GEMM) + 3 (GEMV).
         batch_size: 8,
         tied_output: v.tied,
+        scale_embeddings: v.scaled,
         ..SasrecConfig::default()
     }
 }

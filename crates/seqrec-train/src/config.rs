@@ -330,6 +330,16 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "Clip the global gradient norm to this value (absent: no clipping).",
     ),
     (
+        "sasrec",
+        "model.embedding_std",
+        "Std of the normal draw of the item, position and output tables (absent: Xavier normal; 1.0: PyTorch nn.Embedding).",
+    ),
+    (
+        "sasrec",
+        "model.scale_embeddings",
+        "Multiply input item embeddings by sqrt(hidden) (true, SASRec's code; false, the gSASRec PyTorch repository).",
+    ),
+    (
         "gsasrec",
         "model.hidden",
         "Embedding and hidden width d (gSASRec repository, ML-1M: 128).",
@@ -400,6 +410,16 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "gsasrec",
         "model.clip_grad_norm",
         "Clip the global gradient norm to this value (absent: no clipping).",
+    ),
+    (
+        "gsasrec",
+        "model.embedding_std",
+        "Std of the normal draw of the item, position and output tables (absent: Xavier normal; 1.0: PyTorch nn.Embedding).",
+    ),
+    (
+        "gsasrec",
+        "model.scale_embeddings",
+        "Multiply input item embeddings by sqrt(hidden) (true, SASRec's code; false, the gSASRec PyTorch repository).",
     ),
     (
         "bert4rec",
