@@ -117,6 +117,42 @@ fn gradcheck_gbce_unscaled_normal_tables() {
     gradcheck(config, Phase::Eval, None);
 }
 
+/// `embedding_std` sets the spread of the item, position and output tables; without it they are
+/// Xavier-normal (std `sqrt(2 / (rows + cols))`).
+#[test]
+fn embedding_std_draws_the_tables() {
+    fn std_of(x: &[f64]) -> f64 {
+        let mean = x.iter().sum::<f64>() / x.len() as f64;
+        (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+    let (n_items, d) = (2000, 16);
+    for std in [None, Some(1.0), Some(0.3)] {
+        let config = SasrecConfig {
+            hidden: d,
+            maxlen: 200,
+            tied_output: false,
+            embedding_std: std,
+            ..tiny(SasrecLoss::Gbce)
+        };
+        let net = SasrecNet::<f64>::new(&config, n_items, 9).unwrap();
+        let tables = [
+            (&net.item_emb.weight.value, n_items + 1),
+            (&net.pos_emb.weight.value, 200),
+            (&net.output_emb.as_ref().unwrap().weight.value, n_items + 1),
+        ];
+        for (table, rows) in tables {
+            let want = std.unwrap_or((2.0 / (rows + d) as f64).sqrt());
+            // Skip the padding row of the item tables (zero).
+            let values = &table.as_slice()[if rows == 200 { 0 } else { d }..];
+            let got = std_of(values);
+            assert!(
+                (got / want - 1.0).abs() < 0.05,
+                "std {std:?}, {rows} rows: {got} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn gradcheck_sampled_softmax_uniform_and_popularity() {
     gradcheck(tiny(SasrecLoss::SampledSoftmax), Phase::Eval, None);
@@ -416,6 +452,28 @@ fn gsasrec_defaults_serde_and_validation() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("negatives"), "{err}");
+    for std in [0.0, -1.0, f64::NAN] {
+        let err = SasrecConfig {
+            embedding_std: Some(std),
+            ..tiny(SasrecLoss::Gbce)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("embedding_std"), "{err}");
+    }
+    // Older configs without the initialisation keys keep SASRec's Xavier tables scaled by sqrt(d).
+    let parsed: GsasrecConfig = serde_json::from_str(r#"{"hidden": 64}"#).unwrap();
+    assert_eq!(
+        (parsed.embedding_std, parsed.scale_embeddings),
+        (None, true)
+    );
+    assert_eq!(parsed.to_sasrec().input_scale(), 8.0);
+    let unscaled = SasrecConfig {
+        scale_embeddings: false,
+        ..tiny(SasrecLoss::Gbce)
+    };
+    assert_eq!(unscaled.input_scale(), 1.0);
     // 256 negatives out of a catalogue of 30 cannot be calibrated: a config error, not a panic.
     let ds = chain_dataset(3, 30, |_| 4);
     match Sasrec::new(g.to_sasrec(), &Sequences::all(&ds), 0) {
