@@ -419,15 +419,18 @@ fn gsasrec_defaults_serde_and_validation() {
             g.batch_size,
             g.negatives
         ),
-        (128, 2, 1, 200, 128, 256)
+        (64, 2, 1, 200, 128, 256)
     );
-    assert_eq!((g.dropout, g.gbce_t, g.betas), (0.5, 0.75, (0.9, 0.999)));
+    assert_eq!((g.dropout, g.gbce_t, g.betas), (0.1, 0.75, (0.9, 0.999)));
     assert_eq!(g.loss, SasrecLoss::Gbce);
-    assert!(!g.tied_output);
+    assert!(g.tied_output);
     g.validate().unwrap();
     // A key left out gets gSASRec's default, not SASRec's.
     let parsed: GsasrecConfig = serde_json::from_str(r#"{"negatives": 64}"#).unwrap();
-    assert_eq!((parsed.negatives, parsed.hidden), (64, 128));
+    assert_eq!(
+        (parsed.negatives, parsed.hidden, parsed.dropout),
+        (64, 64, 0.1)
+    );
     let parsed: SasrecConfig =
         serde_json::from_str(r#"{"loss": "sampled_softmax", "sampler": "popularity"}"#).unwrap();
     assert_eq!(parsed.loss, SasrecLoss::SampledSoftmax);
@@ -435,7 +438,7 @@ fn gsasrec_defaults_serde_and_validation() {
         (parsed.sampler, parsed.hidden),
         (SasrecSampler::Popularity, 50)
     );
-    assert_eq!(g.to_sasrec().hidden, 128);
+    assert_eq!(g.to_sasrec().hidden, 64);
     let err = GsasrecConfig {
         gbce_t: 1.5,
         ..g.clone()
@@ -463,7 +466,7 @@ fn gsasrec_defaults_serde_and_validation() {
         assert!(err.contains("embedding_std"), "{err}");
     }
     // Older configs without the initialisation keys keep SASRec's Xavier tables scaled by sqrt(d).
-    let parsed: GsasrecConfig = serde_json::from_str(r#"{"hidden": 64}"#).unwrap();
+    let parsed: GsasrecConfig = serde_json::from_str(r#"{"blocks": 2}"#).unwrap();
     assert_eq!(
         (parsed.embedding_std, parsed.scale_embeddings),
         (None, true)

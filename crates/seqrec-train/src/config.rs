@@ -342,7 +342,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "gsasrec",
         "model.hidden",
-        "Embedding and hidden width d (gSASRec repository, ML-1M: 128).",
+        "Embedding and hidden width d (64).",
     ),
     ("gsasrec", "model.blocks", "Self-attention blocks (2)."),
     (
@@ -358,7 +358,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "gsasrec",
         "model.dropout",
-        "Dropout of embeddings, attention weights and feed-forward (0.5).",
+        "Dropout of embeddings, attention weights and feed-forward (0.1).",
     ),
     ("gsasrec", "model.lr", "Adam learning rate (0.001)."),
     (
@@ -404,7 +404,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     (
         "gsasrec",
         "model.tied_output",
-        "Score with the input item table (true) or a separate output_emb table (false, the repository).",
+        "Score with the input item table (true) or a separate output_emb table (false).",
     ),
     (
         "gsasrec",
