@@ -37,8 +37,8 @@
 //!   estimates the full softmax denominator).
 //!
 //! `E` above is the output table: `item_emb` itself (`tied_output = true`, SASRec and gSASRec's
-//! default) or a separate `output_emb` table (`false`). [`GsasrecConfig`] holds gSASRec's defaults for the
-//! same network (model `gsasrec` in the registry).
+//! default) or a separate `output_emb` table (`false`). [`GsasrecConfig`] holds gSASRec's defaults for
+//! the same network (model `gsasrec` in the registry).
 //!
 //! With `l2_emb > 0` the loss adds `l2_emb * ||item_emb||_2` (SASRec.pytorch: `torch.norm(param)`, the
 //! Frobenius norm, not squared).

@@ -214,14 +214,13 @@ impl<T: Float> SasrecNet<T> {
             // 2. x = item_emb[id] * input_scale + pos_emb[slot]  (the training forward's order of ops)
             sc.full.x.resize(&[n, d]);
             {
-                let scale = input_scale;
                 let emb = item_emb.weight.value.as_slice();
                 let pos = pos_emb.weight.value.as_slice();
                 let x = sc.full.x.as_mut_slice();
                 for ((row, &id), &t) in x.chunks_exact_mut(d).zip(&sc.ids).zip(&sc.slots) {
                     let e = &emb[id as usize * d..(id as usize + 1) * d];
                     for ((o, &ei), &p) in row.iter_mut().zip(e).zip(&pos[t * d..(t + 1) * d]) {
-                        *o = ei * scale + p;
+                        *o = ei * input_scale + p;
                     }
                 }
             }

@@ -135,15 +135,19 @@ fn embedding_std_draws_the_tables() {
             ..tiny(SasrecLoss::Gbce)
         };
         let net = SasrecNet::<f64>::new(&config, n_items, 9).unwrap();
+        // (table, rows, leading values to skip: the item tables' zero padding row).
         let tables = [
-            (&net.item_emb.weight.value, n_items + 1),
-            (&net.pos_emb.weight.value, 200),
-            (&net.output_emb.as_ref().unwrap().weight.value, n_items + 1),
+            (&net.item_emb.weight.value, n_items + 1, d),
+            (&net.pos_emb.weight.value, 200, 0),
+            (
+                &net.output_emb.as_ref().unwrap().weight.value,
+                n_items + 1,
+                d,
+            ),
         ];
-        for (table, rows) in tables {
+        for (table, rows, skip) in tables {
             let want = std.unwrap_or((2.0 / (rows + d) as f64).sqrt());
-            // Skip the padding row of the item tables (zero).
-            let values = &table.as_slice()[if rows == 200 { 0 } else { d }..];
+            let values = &table.as_slice()[skip..];
             let got = std_of(values);
             assert!(
                 (got / want - 1.0).abs() < 0.05,
