@@ -644,7 +644,7 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "model.maxlen",
         "Window length: the last maxlen events of each user, every position a target (200).",
     ),
-    ("lstm_attn", "model.lr", "Adam learning rate (1e-3)."),
+    ("lstm_attn", "model.lr", "Adam learning rate (1e-2)."),
     ("lstm_attn", "model.beta1", "Adam beta1 (0.9)."),
     ("lstm_attn", "model.beta2", "Adam beta2 (0.999)."),
     (
