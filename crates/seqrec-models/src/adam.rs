@@ -28,6 +28,9 @@ pub(crate) struct AdamState<T> {
     pub m: Vec<Param<T>>,
     pub v: Vec<Param<T>>,
     pub steps: u64,
+    /// Multiplies `hyper.lr` (a learning-rate schedule's factor; 1 by default). Not checkpointed: the
+    /// training loop sets it from the epoch before each epoch.
+    pub lr_factor: f64,
 }
 
 impl<T: Float> AdamState<T> {
@@ -49,7 +52,22 @@ impl<T: Float> AdamState<T> {
             m,
             v,
             steps: 0,
+            lr_factor: 1.0,
         }
+    }
+
+    /// Sets [`AdamState::lr_factor`].
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] unless `factor` is finite and positive.
+    pub fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(ModelError::Config(format!(
+                "learning-rate factor {factor}: must be finite and > 0"
+            )));
+        }
+        self.lr_factor = factor;
+        Ok(())
     }
 
     /// Ends one training step of every model the same way: a non-finite `loss` or gradient norm is
@@ -94,7 +112,7 @@ impl<T: Float> AdamState<T> {
             weight_decay: wd,
         } = self.hyper;
         let t = (self.steps + 1) as i32;
-        let step_size = lr / (1.0 - b1.powi(t));
+        let step_size = lr * self.lr_factor / (1.0 - b1.powi(t));
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
         let mut k = 0;
         let (ms, vs) = (&mut self.m, &mut self.v);
@@ -221,5 +239,26 @@ mod tests {
             (w[0] - 0.9).abs() < 1e-4 && (w[1] - 1.9).abs() < 1e-4,
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn lr_factor_scales_the_step_and_nothing_else() {
+        // Two steps at factor 0.5 equal two steps of an Adam whose lr is halved, moments included.
+        let (mut a, mut adam_a) = setup([0.3, -0.7]);
+        let (mut b, mut adam_b) = setup([0.3, -0.7]);
+        adam_a.lr_factor = 0.5;
+        adam_b.hyper.lr *= 0.5;
+        for _ in 0..2 {
+            adam_a.step(&mut a);
+            adam_b.step(&mut b);
+        }
+        assert_eq!(a.0.value.as_slice(), b.0.value.as_slice());
+        assert_eq!(adam_a.m[0].value.as_slice(), adam_b.m[0].value.as_slice());
+        assert_eq!(adam_a.v[0].value.as_slice(), adam_b.v[0].value.as_slice());
+        // and it does move less than factor 1.
+        let (mut c, mut adam_c) = setup([0.3, -0.7]);
+        adam_c.step(&mut c);
+        adam_c.step(&mut c);
+        assert!((c.0.value.as_slice()[0] - 1.0).abs() > (a.0.value.as_slice()[0] - 1.0).abs());
     }
 }

@@ -886,6 +886,10 @@ impl Model for Bert4rec {
         self.net.config.maxlen
     }
 
+    fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        self.adam.set_lr_factor(factor)
+    }
+
     fn train_epoch(
         &mut self,
         train: &Sequences<'_>,

@@ -1268,6 +1268,10 @@ impl Model for Gru4rec {
         self.core.cfg.maxlen
     }
 
+    fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        self.adam.set_lr_factor(factor)
+    }
+
     fn train_epoch(
         &mut self,
         train: &Sequences<'_>,

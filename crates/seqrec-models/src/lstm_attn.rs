@@ -1215,6 +1215,10 @@ impl Model for LstmAttn {
         self.core.cfg.maxlen
     }
 
+    fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        self.adam.set_lr_factor(factor)
+    }
+
     fn context(&self) -> Option<ContextConfig> {
         self.core.cfg.context_config()
     }

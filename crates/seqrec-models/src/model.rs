@@ -119,6 +119,20 @@ pub trait Model {
         self.score(histories, batch, scores);
     }
 
+    /// Multiplies the optimizer's base learning rate by `factor` from the next step on (a schedule's
+    /// factor, set by the training loop before each epoch; not saved, since it is a function of the
+    /// epoch).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for a model without a learning rate (the default).
+    fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        let _ = factor;
+        Err(ModelError::Config(format!(
+            "{} has no learning rate to schedule (leave train.lr_milestones empty)",
+            self.name()
+        )))
+    }
+
     /// Writes everything needed to resume (parameters, optimizer state) into `dir`, atomically per file.
     fn save(&self, dir: &Path) -> Result<(), ModelError>;
 

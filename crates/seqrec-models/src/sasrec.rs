@@ -1419,6 +1419,10 @@ impl Model for Sasrec {
         self.net.config.maxlen
     }
 
+    fn set_lr_factor(&mut self, factor: f64) -> Result<(), ModelError> {
+        self.adam.set_lr_factor(factor)
+    }
+
     fn train_epoch(
         &mut self,
         train: &Sequences<'_>,

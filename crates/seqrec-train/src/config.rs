@@ -99,6 +99,32 @@ pub struct LoopConfig {
     /// Size of the rayon thread pool (0: one thread per core). Results are reproducible for a fixed
     /// seed and thread count.
     pub threads: usize,
+    /// Step decay of the learning rate (PyTorch's `MultiStepLR`): the model's learning rate is
+    /// multiplied by `lr_gamma` once for every milestone `m <= epoch` (0-based epoch index, so
+    /// milestone 150 lowers the rate from the 151st epoch on). Strictly increasing; empty: constant.
+    pub lr_milestones: Vec<usize>,
+    /// Factor applied at each of `lr_milestones` (0.1).
+    pub lr_gamma: f64,
+}
+
+impl LoopConfig {
+    /// The learning-rate multiplier of the 0-based `epoch`: `lr_gamma` to the number of milestones
+    /// reached.
+    ///
+    /// ```
+    /// let cfg = seqrec_train::LoopConfig {
+    ///     lr_milestones: vec![100, 150],
+    ///     lr_gamma: 0.1,
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(cfg.lr_factor(99), 1.0);
+    /// assert_eq!(cfg.lr_factor(100), 0.1);
+    /// assert!((cfg.lr_factor(150) - 0.01).abs() < 1e-15);
+    /// ```
+    pub fn lr_factor(&self, epoch: usize) -> f64 {
+        let reached = self.lr_milestones.iter().filter(|&&m| m <= epoch).count();
+        self.lr_gamma.powi(reached as i32)
+    }
 }
 
 impl Default for LoopConfig {
@@ -110,6 +136,8 @@ impl Default for LoopConfig {
             patience: 10,
             metric: "ndcg@10".into(),
             threads: 0,
+            lr_milestones: Vec::new(),
+            lr_gamma: 0.1,
         }
     }
 }
@@ -228,6 +256,14 @@ pub const FIELD_DOCS: &[(&str, &str)] = &[
     (
         "train.threads",
         "Rayon threads (0: one per core); results reproducible for a fixed seed and thread count.",
+    ),
+    (
+        "train.lr_milestones",
+        "Epochs (0-based) from which the learning rate is multiplied by lr_gamma, e.g. [150]; empty: constant.",
+    ),
+    (
+        "train.lr_gamma",
+        "Learning-rate factor applied at each milestone (0.1).",
     ),
     (
         "eval.protocol",
@@ -844,6 +880,21 @@ impl TrainConfig {
             return Err(TrainError::config(
                 "train.eval_every",
                 "0: must be at least 1",
+            ));
+        }
+        if self.train.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(TrainError::config(
+                "train.lr_milestones",
+                format!(
+                    "{:?}: must be strictly increasing",
+                    self.train.lr_milestones
+                ),
+            ));
+        }
+        if !(self.train.lr_gamma.is_finite() && self.train.lr_gamma > 0.0) {
+            return Err(TrainError::config(
+                "train.lr_gamma",
+                format!("{}: must be finite and > 0", self.train.lr_gamma),
             ));
         }
         if self.eval.negatives == 0 && self.eval.protocol != Protocol::Full {

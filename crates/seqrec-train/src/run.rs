@@ -348,6 +348,10 @@ fn train_loop(
         .max(state.train_seconds);
     let mut stop = StopReason::Completed;
     for epoch in state.epochs_done..cfg.train.epochs {
+        // A pure function of the epoch, so a resumed run continues the schedule exactly.
+        if !cfg.train.lr_milestones.is_empty() {
+            model.set_lr_factor(cfg.train.lr_factor(epoch))?;
+        }
         let t0 = Instant::now();
         let bar = ProgressBar::new(0);
         if hidden {
