@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! ids: [batch, maxlen], right-aligned, 0 = padding, n_items + 1 = [MASK]
-//! x0 = item_emb[ids] + pos_emb[t]  (padded positions get no position)
+//! x0 = item_emb[ids] + pos_emb[t]  (padded positions get no position; t is the slot, or the index
+//!                                    among the row's items with positions = "first_item")
 //! x1 = dropout(LN_emb(x0))          (BERT's embedding layer norm and dropout)
 //! h  = blocks(x1)                   (post-LN: x = LN1(x + drop(MHA(x))); y = LN2(x + drop(FFN_gelu(x))),
 //!                                    bidirectional, padded keys masked, FFN width 4d)
@@ -40,8 +41,8 @@ use seqrec_nn::init::Rng;
 use seqrec_nn::loss::softmax_cross_entropy;
 use seqrec_nn::{
     Activation, AttentionMask, Embedding, LayerNorm, LayerNormCache, Linear, Module, NormPlacement,
-    Padding, Param, Phase, PositionMask, PositionalEmbedding, TransformerBlockConfig,
-    TransformerEncoder, TransformerEncoderCache,
+    Padding, Param, Phase, PositionalEmbedding, TransformerBlockConfig, TransformerEncoder,
+    TransformerEncoderCache,
 };
 use seqrec_tensor::{
     DropoutKey, Float, Gelu, Tensor, Transpose, dropout_backward, dropout_forward, gelu_backward,
@@ -52,6 +53,7 @@ use crate::adam::{AdamHyper, AdamState};
 use crate::epoch::{EpochTally, step_key};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{CheckpointFiles, ckpt_err};
+use crate::positions::Positions;
 
 /// Hyper-parameters of [`Bert4rec`]. The defaults are Klenitskiy & Vasilev's for MovieLens-1M
 /// (`antklen/sasrec-bert4rec-recsys23`, `configs/BERT4Rec.yaml` with `max_length=200`, Hugging Face
@@ -77,6 +79,10 @@ pub struct Bert4recConfig {
     /// The paper's output projection `LN(GELU(W h + b))` before the tied item table (`true`); `false`
     /// scores `h` directly (Klenitskiy & Vasilev's head).
     pub head_transform: bool,
+    /// Where the learned positions are counted from (`"slot"`: the masked last slot is always
+    /// position `maxlen - 1`; `"first_item"`, Klenitskiy & Vasilev's right padding: the oldest item of
+    /// the window is position 0).
+    pub positions: Positions,
     /// Layer-norm epsilon (Hugging Face BERT: 1e-12).
     pub layer_norm_eps: f64,
     /// Adam learning rate (0.001).
@@ -104,6 +110,7 @@ impl Default for Bert4recConfig {
             dropout: 0.1,
             mask_prob: 0.2,
             head_transform: true,
+            positions: Positions::Slot,
             layer_norm_eps: 1e-12,
             lr: 0.001,
             betas: (0.9, 0.999),
@@ -386,7 +393,7 @@ impl<T: Float> Bert4recNet<T> {
         // 1. x0 = item_emb[ids] + pos_emb[t] on real positions
         self.item_emb.forward(&mut c.x1, ids);
         self.pos_emb
-            .forward(&mut c.x0, &c.x1, PositionMask::SkipPadding(ids));
+            .forward(&mut c.x0, &c.x1, self.config.positions.mask(ids));
         // 2. x1 = LN_emb(x0)
         c.emb_ln.mean.resize(&[batch * l]);
         c.emb_ln.rstd.resize(&[batch * l]);
@@ -417,7 +424,8 @@ impl<T: Float> Bert4recNet<T> {
         // 2. x1 = LN_emb(x0)  =>  dx0 (in x1)
         self.emb_norm.backward(&mut c.x1, &c.x2, &c.x0, &c.emb_ln);
         // 1. x0 = item_emb[ids] + pos  =>  dpos[t] += dx0; ditem_emb[ids] += dx0 (padding skipped)
-        self.pos_emb.backward(&c.x1, PositionMask::SkipPadding(ids));
+        self.pos_emb
+            .backward(&c.x1, self.config.positions.mask(ids));
         self.item_emb.backward(&c.x1, ids);
     }
 

@@ -39,6 +39,7 @@ pub mod lstm_attn;
 mod model;
 mod mostpop;
 mod persist;
+mod positions;
 mod sasrec;
 pub mod spd;
 
@@ -48,6 +49,7 @@ pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
 pub use model::{EpochReport, HistoryContext, Model, ModelError, Recurrent, StepReport};
 pub use mostpop::MostPop;
+pub use positions::Positions;
 pub use sasrec::{
     GsasrecConfig, Sasrec, SasrecConfig, SasrecLoss, SasrecNet, SasrecSampler, TrainInputs,
 };

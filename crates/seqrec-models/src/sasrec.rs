@@ -10,7 +10,8 @@
 //! ```text
 //! e  = item_emb[ids] * sqrt(d)                     ids: [batch, maxlen], right-aligned, 0 = padding
 //!                            (* 1 with scale_embeddings = false)
-//! x0 = e + pos_emb[t]        (padded positions get no position, so they stay 0)
+//! x0 = e + pos_emb[t]        (padded positions get no position, so they stay 0; t is the slot, or
+//!                             the index among the row's items with positions = "first_item")
 //! x1 = keep * dropout(x0)    (timeline mask: padded rows zeroed)
 //! h  = LN_final(blocks(x1))  (each block: q = LN1(x); s = q + MHA(q, x); l = LN2(s);
 //!                             y = keep * (l + drop(FFN_relu(l))), causal, padded keys masked)
@@ -57,8 +58,8 @@ use seqrec_data::{NegativeSampler, Negatives, SasrecBatcher, Sequences, WindowMo
 use seqrec_nn::init::Rng;
 use seqrec_nn::loss::{bce_with_logits, softmax_cross_entropy};
 use seqrec_nn::{
-    Embedding, Module, Padding, Param, Phase, PositionMask, PositionalEmbedding,
-    TransformerBlockConfig, TransformerEncoder, TransformerEncoderCache,
+    Embedding, Module, Padding, Param, Phase, PositionalEmbedding, TransformerBlockConfig,
+    TransformerEncoder, TransformerEncoderCache,
 };
 use seqrec_tensor::{
     DropoutKey, Float, Tensor, Transpose, dropout_backward, dropout_forward, gemm, scale_inplace,
@@ -69,6 +70,7 @@ use crate::adam::{AdamHyper, AdamState};
 use crate::epoch::{EpochTally, step_key};
 use crate::model::{EpochReport, Model, ModelError, StepReport};
 use crate::persist::{CheckpointFiles, ckpt_err};
+use crate::positions::Positions;
 
 #[path = "sasrec_serve.rs"]
 mod serve;
@@ -158,6 +160,10 @@ macro_rules! sasrec_config {
             /// Multiply the input item embeddings by `sqrt(d)` (`true`, SASRec's code; `false`, the
             /// gSASRec PyTorch repository).
             pub scale_embeddings: bool,
+            /// Where the learned positions are counted from (`"slot"`, SASRec's code: the last item
+            /// is position `maxlen - 1`; `"first_item"`, Klenitskiy & Vasilev's right padding: the
+            /// oldest item of the window is position 0).
+            pub positions: Positions,
         }
 
         impl From<$name> for SasrecParts {
@@ -181,6 +187,7 @@ macro_rules! sasrec_config {
                     clip_grad_norm: c.clip_grad_norm,
                     embedding_std: c.embedding_std,
                     scale_embeddings: c.scale_embeddings,
+                    positions: c.positions,
                 }
             }
         }
@@ -206,6 +213,7 @@ macro_rules! sasrec_config {
                     clip_grad_norm: c.clip_grad_norm,
                     embedding_std: c.embedding_std,
                     scale_embeddings: c.scale_embeddings,
+                    positions: c.positions,
                 }
             }
         }
@@ -233,6 +241,7 @@ struct SasrecParts {
     clip_grad_norm: Option<f64>,
     embedding_std: Option<f64>,
     scale_embeddings: bool,
+    positions: Positions,
 }
 
 sasrec_config! {
@@ -288,6 +297,7 @@ impl Default for SasrecConfig {
             clip_grad_norm: None,
             embedding_std: None,
             scale_embeddings: true,
+            positions: Positions::Slot,
         }
     }
 }
@@ -313,6 +323,7 @@ impl Default for GsasrecConfig {
             clip_grad_norm: None,
             embedding_std: None,
             scale_embeddings: true,
+            positions: Positions::Slot,
         }
     }
 }
@@ -737,7 +748,7 @@ impl<T: Float> SasrecNet<T> {
         scale_inplace(&mut c.e, T::from_f64(self.config.input_scale()));
         // 2. x0 = e + pos_emb[t] on real positions
         self.pos_emb
-            .forward(&mut c.x0, &c.e, PositionMask::SkipPadding(ids));
+            .forward(&mut c.x0, &c.e, self.config.positions.mask(ids));
         // 3. x1 = keep * dropout(x0)
         c.emb_key = phase.dropout_key(self.emb_dropout_seed, self.config.dropout);
         match c.emb_key {
@@ -764,7 +775,7 @@ impl<T: Float> SasrecNet<T> {
             None => c.e.copy_from(&c.dx),
         }
         // 2. x0 = e + pos  =>  dpos[t] += dx0, de = dx0
-        self.pos_emb.backward(&c.e, PositionMask::SkipPadding(ids));
+        self.pos_emb.backward(&c.e, self.config.positions.mask(ids));
         // 1. e = item_emb[ids] * input_scale  =>  ditem_emb[ids] += input_scale de
         scale_inplace(&mut c.e, T::from_f64(self.config.input_scale()));
         self.item_emb.backward(&c.e, ids);
@@ -1176,8 +1187,8 @@ impl<T: Float> SasrecNet<T> {
     ///
     /// The result equals the full window's up to summation order: padded positions are zero, are
     /// masked out of every attention row as keys, and every other op is row-wise, so the real
-    /// positions see exactly the same inputs when they keep their absolute positional embeddings
-    /// (slot `maxlen - l' + t`). Cost drops from `maxlen` to `l'` positions per row (attention
+    /// positions see exactly the same inputs when they keep their positional embeddings (slot
+    /// `maxlen - l' + t`, or the item's index with [`Positions::FirstItem`]). Cost drops from `maxlen` to `l'` positions per row (attention
     /// quadratically), which matters for short serving histories.
     ///
     /// # Panics
@@ -1229,10 +1240,16 @@ impl<T: Float> SasrecNet<T> {
             let pos = self.pos_emb.weight.value.as_slice();
             let x1 = c.x1.as_mut_slice();
             let e = c.e.as_slice();
+            let first_item = self.config.positions == Positions::FirstItem;
+            let mut seen = 0usize; // real items before this slot in its row
             for (r, &k) in c.keep.iter().enumerate() {
+                if r % lp == 0 {
+                    seen = 0;
+                }
                 let row = &mut x1[r * d..(r + 1) * d];
                 if k {
-                    let t = off + r % lp;
+                    let t = if first_item { seen } else { off + r % lp };
+                    seen += 1;
                     for ((o, &a), &p) in row
                         .iter_mut()
                         .zip(&e[r * d..(r + 1) * d])

@@ -36,6 +36,7 @@ use seqrec_tensor::{
 };
 
 use super::SasrecNet;
+use crate::positions::Positions;
 
 /// Query rows per attention tile.
 const TILE: usize = 16;
@@ -99,7 +100,8 @@ pub(super) struct ServeScratch<T> {
     /// `[g + 1]` for the `g` histories of the group: history `r`'s packed rows are
     /// `start[r]..start[r + 1]`.
     start: Vec<usize>,
-    /// `[n]`: item id and absolute window slot of each packed row.
+    /// `[n]`: item id and position-table row (window slot, or index among the history's items) of
+    /// each packed row.
     ids: Vec<u32>,
     slots: Vec<usize>,
     /// `[g]`: packed row of history `r`'s last slot, or [`NO_QUERY`].
@@ -164,6 +166,7 @@ impl<T: Float> SasrecNet<T> {
     pub(super) fn score_packed(&mut self, histories: &[u32], b: usize, scores: &mut [T]) {
         let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
         let input_scale = T::from_f64(self.config.input_scale());
+        let positions = self.config.positions;
         let SasrecNet {
             item_emb,
             pos_emb,
@@ -199,8 +202,12 @@ impl<T: Float> SasrecNet<T> {
                 sc.start.push(sc.ids.len());
                 for (t, &id) in w.iter().enumerate() {
                     if id != 0 {
+                        // the position-table row: the slot, or the index among the row's items
+                        sc.slots.push(match positions {
+                            Positions::Slot => t,
+                            Positions::FirstItem => sc.ids.len() - sc.start[sc.start.len() - 1],
+                        });
                         sc.ids.push(id);
-                        sc.slots.push(t);
                     }
                 }
                 sc.query.push(if w[l - 1] != 0 {

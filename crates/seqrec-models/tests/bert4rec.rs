@@ -6,7 +6,7 @@ mod common;
 
 use proptest::prelude::*;
 use seqrec_data::{Dataset, Sequences, Vocab};
-use seqrec_models::{Bert4rec, Bert4recConfig, Bert4recNet, Model, ModelError};
+use seqrec_models::{Bert4rec, Bert4recConfig, Bert4recNet, Model, ModelError, Positions};
 use seqrec_nn::gradcheck::{GradTolerance, check_module};
 use seqrec_nn::{Module, Phase};
 
@@ -87,6 +87,18 @@ fn gradcheck_without_head_transform_and_with_dropout_masks() {
             ..tiny()
         },
         Phase::Train { step: 9 },
+    );
+}
+
+#[test]
+fn gradcheck_with_positions_from_the_first_item() {
+    gradcheck(
+        Bert4recConfig {
+            positions: Positions::FirstItem,
+            head_transform: false,
+            ..tiny()
+        },
+        Phase::Eval,
     );
 }
 

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 use seqrec_data::{Dataset, Sequences, Vocab};
 use seqrec_metrics::{Exclude, NanPolicy, rank_full};
-use seqrec_models::{Model, ModelError, Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs};
+use seqrec_models::{
+    Model, ModelError, Positions, Sasrec, SasrecConfig, SasrecLoss, SasrecNet, TrainInputs,
+};
 use seqrec_nn::gradcheck::{GradTolerance, check_module};
 use seqrec_nn::{Module, Phase};
 
@@ -72,6 +74,23 @@ fn gradcheck_bce_whole_model() {
 #[test]
 fn gradcheck_ce_whole_model() {
     gradcheck(tiny(SasrecLoss::Ce), Phase::Eval);
+}
+
+#[test]
+fn gradcheck_with_positions_from_the_first_item() {
+    let config = SasrecConfig {
+        positions: Positions::FirstItem,
+        ..tiny(SasrecLoss::Ce)
+    };
+    gradcheck(config.clone(), Phase::Eval);
+    // and the positions do change the output of a padded row, not of the full row
+    let mut slot = SasrecNet::<f64>::new(&tiny(SasrecLoss::Ce), 7, 11).unwrap();
+    let mut first = SasrecNet::<f64>::new(&config, 7, 11).unwrap();
+    let (mut a, mut b) = (vec![0.0; 3 * 8], vec![0.0; 3 * 8]);
+    slot.score(&INPUTS, 3, &mut a);
+    first.score(&INPUTS, 3, &mut b);
+    assert_ne!(a[..8], b[..8]);
+    assert_eq!(a[8..16], b[8..16]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! SASRec's serving forward (`score_last_position`, behind `Model::score_serving`) against the training
 //! forward in eval mode (`score`, the oracle): random small networks with every parameter random
 //! (norms and biases too), SASRec, pre-LN and post-LN blocks, with and without the final norm, one and
-//! two heads, tied and separate output tables, input embeddings scaled by `sqrt(d)` or not; batches of
+//! two heads, tied and separate output tables, input embeddings scaled by `sqrt(d)` or not, positions
+//! by slot or from the window's first item (also checking `score_trimmed`); batches of
 //! 1, of at most the GEMV threshold (4), above it and above `batch_size`; histories empty, of length 1,
 //! shorter than, equal to and (truncated) longer than the window, mixed in one batch, and windows whose
 //! last slot is padding.
@@ -9,7 +10,7 @@
 //! SASRec reads no context features (`Model::context` is `None`), so there is no context variant.
 
 use seqrec_data::{Dataset, Sequences, Vocab};
-use seqrec_models::{Model, Sasrec, SasrecConfig, SasrecNet};
+use seqrec_models::{Model, Positions, Sasrec, SasrecConfig, SasrecNet};
 use seqrec_nn::init::Rng;
 use seqrec_nn::{Module, NormPlacement, TransformerBlockConfig, TransformerEncoder};
 use seqrec_tensor::Float;
@@ -25,6 +26,8 @@ struct Variant {
     tied: bool,
     /// Input embeddings scaled by `sqrt(d)` (SASRec) or not (the gSASRec PyTorch repository).
     scaled: bool,
+    /// Positions counted from the window's first item (`Positions::FirstItem`) or by slot.
+    first_item: bool,
 }
 
 const VARIANTS: [Variant; 6] = [
@@ -34,6 +37,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 1,
         tied: true,
         scaled: true,
+        first_item: false,
     },
     Variant {
         norm: NormPlacement::SasRec,
@@ -41,6 +45,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 2,
         tied: false,
         scaled: false,
+        first_item: true,
     },
     Variant {
         norm: NormPlacement::Pre,
@@ -48,6 +53,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 2,
         tied: true,
         scaled: true,
+        first_item: true,
     },
     Variant {
         norm: NormPlacement::Pre,
@@ -55,6 +61,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 1,
         tied: true,
         scaled: true,
+        first_item: false,
     },
     Variant {
         norm: NormPlacement::Post,
@@ -62,6 +69,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 2,
         tied: true,
         scaled: true,
+        first_item: false,
     },
     Variant {
         norm: NormPlacement::Post,
@@ -69,6 +77,7 @@ const VARIANTS: [Variant; 6] = [
         heads: 1,
         tied: false,
         scaled: false,
+        first_item: true,
     },
 ];
 
@@ -83,6 +92,11 @@ fn config(v: Variant, maxlen: usize, blocks: usize) -> SasrecConfig {
         batch_size: 8,
         tied_output: v.tied,
         scale_embeddings: v.scaled,
+        positions: if v.first_item {
+            Positions::FirstItem
+        } else {
+            Positions::Slot
+        },
         ..SasrecConfig::default()
     }
 }
@@ -142,8 +156,17 @@ fn compare<T: Float>(net: &mut SasrecNet<T>, w: &[u32], tol: f64, label: &str) -
     let b = w.len() / l;
     let mut reference = vec![T::ZERO; b * cols];
     let mut fast = vec![T::from_f64(f64::NAN); b * cols];
+    let mut trimmed = vec![T::from_f64(f64::NAN); b * cols];
     net.score(w, b, &mut reference);
     net.score_last_position(w, b, &mut fast);
+    net.score_trimmed(w, b, &mut trimmed);
+    for (i, (&x, &y)) in reference.iter().zip(&trimmed).enumerate() {
+        let diff = (x.to_f64() - y.to_f64()).abs();
+        assert!(
+            diff <= tol,
+            "{label}: score_trimmed, entry {i}: reference {x}, trimmed {y} (|diff| {diff:e} > {tol:e})"
+        );
+    }
     let mut ranked = 0;
     for r in 0..b {
         let (a, z) = (

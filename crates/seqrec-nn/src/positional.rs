@@ -14,6 +14,26 @@ pub enum PositionMask<'a> {
     /// Positions whose item id (`[batch * seq]`) is 0 get nothing and give no gradient: the padded
     /// positions stay exactly zero (SASRec.pytorch's `poss *= (log_seqs != 0)`).
     SkipPadding(&'a [u32]),
+    /// Like `SkipPadding`, but a real item gets the position of its index among the real items of its
+    /// row (the number of non-zero ids before it), not its slot: in a left-padded window the oldest
+    /// item is position 0, as if the window were right-padded (Klenitskiy & Vasilev's SASRec and
+    /// BERT4Rec). Rows without padding are unchanged.
+    FromFirstItem(&'a [u32]),
+}
+
+impl PositionMask<'_> {
+    /// The position table row of each of the `seq` slots of `row` (`None`: no position), in order.
+    fn positions(self, row: usize, seq: usize) -> impl Iterator<Item = Option<usize>> {
+        let mut real = 0usize;
+        (0..seq).map(move |t| match self {
+            PositionMask::All => Some(t),
+            PositionMask::SkipPadding(ids) => (ids[row * seq + t] != 0).then_some(t),
+            PositionMask::FromFirstItem(ids) => (ids[row * seq + t] != 0).then(|| {
+                real += 1;
+                real - 1
+            }),
+        })
+    }
 }
 
 /// A learned position table `weight`: `[max_len, d]`; row `t` is added at sequence position `t`.
@@ -78,7 +98,7 @@ impl<T: Float> PositionalEmbedding<T> {
             x.shape(),
             self.max_len()
         );
-        if let PositionMask::SkipPadding(ids) = mask {
+        if let PositionMask::SkipPadding(ids) | PositionMask::FromFirstItem(ids) = mask {
             assert_eq!(
                 ids.len(),
                 x.rows(),
@@ -88,44 +108,45 @@ impl<T: Float> PositionalEmbedding<T> {
         (x.shape()[0], x.shape()[1], d)
     }
 
-    /// Forward: `y[b, t, :] = x[b, t, :] + weight[t, :]` (unless masked).
+    /// Forward: `y[b, t, :] = x[b, t, :] + weight[p(b, t), :]` with `p(b, t) = t`, or the item's index
+    /// among its row's real items for [`PositionMask::FromFirstItem`]; masked slots are copied.
     ///
     /// - `x`, `y`: `[batch, seq, d]` with `seq <= max_len` (`y` overwritten).
     pub fn forward(&self, y: &mut Tensor<T>, x: &Tensor<T>, mask: PositionMask<'_>) {
-        let (_, seq, d) = self.dims(x, mask);
+        let (batch, seq, d) = self.dims(x, mask);
         assert_eq!(y.shape(), x.shape(), "PositionalEmbedding: y vs x shape");
         let w = self.weight.value.as_slice();
-        for (r, (yr, xr)) in y
-            .as_mut_slice()
-            .chunks_exact_mut(d)
-            .zip(x.as_slice().chunks_exact(d))
-            .enumerate()
-        {
-            let t = r % seq;
-            let skip = matches!(mask, PositionMask::SkipPadding(ids) if ids[r] == 0);
-            if skip {
-                yr.copy_from_slice(xr);
-            } else {
-                for ((o, &a), &p) in yr.iter_mut().zip(xr).zip(&w[t * d..(t + 1) * d]) {
-                    *o = a + p;
+        let (ys, xs) = (y.as_mut_slice(), x.as_slice());
+        for b in 0..batch {
+            for (t, p) in mask.positions(b, seq).enumerate() {
+                let r = (b * seq + t) * d;
+                let (yr, xr) = (&mut ys[r..r + d], &xs[r..r + d]);
+                match p {
+                    None => yr.copy_from_slice(xr),
+                    Some(p) => {
+                        for ((o, &a), &q) in yr.iter_mut().zip(xr).zip(&w[p * d..(p + 1) * d]) {
+                            *o = a + q;
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Backward of [`PositionalEmbedding::forward`]: `dweight[t] += sum_b dy[b, t]` over unmasked rows.
+    /// Backward of [`PositionalEmbedding::forward`]: `dweight[p(b, t)] += dy[b, t]` over unmasked slots.
     /// The input gradient is `dy` itself (identity), so no `dx` is written: pass `dy` on.
     pub fn backward(&mut self, dy: &Tensor<T>, mask: PositionMask<'_>) {
-        let (_, seq, d) = self.dims(dy, mask);
+        let (batch, seq, d) = self.dims(dy, mask);
         let g = self.weight.grad.as_mut_slice();
-        // y[b, t] = x[b, t] + weight[t]  =>  dweight[t] += dy[b, t]
-        for (r, dyr) in dy.as_slice().chunks_exact(d).enumerate() {
-            if matches!(mask, PositionMask::SkipPadding(ids) if ids[r] == 0) {
-                continue;
-            }
-            let t = r % seq;
-            for (gi, &v) in g[t * d..(t + 1) * d].iter_mut().zip(dyr) {
-                *gi += v;
+        let dys = dy.as_slice();
+        for b in 0..batch {
+            for (t, p) in mask.positions(b, seq).enumerate() {
+                if let Some(p) = p {
+                    let r = (b * seq + t) * d;
+                    for (gi, &v) in g[p * d..(p + 1) * d].iter_mut().zip(&dys[r..r + d]) {
+                        *gi += v;
+                    }
+                }
             }
         }
     }

@@ -124,15 +124,16 @@ fn embedding_case(batch: usize, seq: usize, d: usize, num: usize, seed: u64) {
     }));
 }
 
-fn positional_case(batch: usize, seq: usize, d: usize, max_len: usize, skip: bool, seed: u64) {
+/// `mode`: 0 every position, 1 padding skipped, 2 positions counted from the row's first item.
+fn positional_case(batch: usize, seq: usize, d: usize, max_len: usize, mode: u8, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut pos = PositionalEmbedding::<f64>::new("pos", max_len, d, 1.0, &mut rng).unwrap();
     let (ids, r) = ids_and_r(&mut rng, batch * seq, d, 5);
     let r = r.reshaped(&[batch, seq, d]);
-    let mask = if skip {
-        PositionMask::SkipPadding(&ids)
-    } else {
-        PositionMask::All
+    let mask = match mode {
+        0 => PositionMask::All,
+        1 => PositionMask::SkipPadding(&ids),
+        _ => PositionMask::FromFirstItem(&ids),
     };
     let mut x = rng.normal_tensor::<f64>(&[batch, seq, d], 1.0);
     let mut y = Tensor::zeros(&[batch, seq, d]);
@@ -275,8 +276,31 @@ proptest! {
     }
 
     #[test]
-    fn positional_gradients(batch in 1usize..3, seq in 1usize..4, d in 1usize..4, extra in 0usize..2, skip: bool, seed: u64) {
-        positional_case(batch, seq, d, seq + extra, skip, seed);
+    fn positional_gradients(batch in 1usize..3, seq in 1usize..4, d in 1usize..4, extra in 0usize..2, mode in 0u8..3, seed: u64) {
+        positional_case(batch, seq, d, seq + extra, mode, seed);
+    }
+
+    /// A left-padded row with positions from its first item gets exactly what the same items get
+    /// unpadded at the start of a row (right padding), and its padded slots pass through.
+    #[test]
+    fn positions_from_first_item_equal_right_padding(items in prop::collection::vec(1u32..9, 1..5), pad in 0usize..3, seed: u64) {
+        let (n, d) = (items.len(), 3);
+        let seq = n + pad;
+        let mut rng = Rng::new(seed);
+        let pos = PositionalEmbedding::<f64>::new("pos", seq, d, 1.0, &mut rng).unwrap();
+        let mut left = vec![0u32; pad];
+        left.extend(&items);
+        let mut right = items.clone();
+        right.extend(std::iter::repeat_n(0u32, pad));
+        let x_right = rng.normal_tensor::<f64>(&[1, seq, d], 1.0);
+        // the same item vectors, moved to the end of the row; padded slots hold other values
+        let mut x_left = rng.normal_tensor::<f64>(&[1, seq, d], 1.0);
+        x_left.as_mut_slice()[pad * d..].copy_from_slice(&x_right.as_slice()[..n * d]);
+        let (mut y_left, mut y_right) = (Tensor::zeros(&[1, seq, d]), Tensor::zeros(&[1, seq, d]));
+        pos.forward(&mut y_left, &x_left, PositionMask::FromFirstItem(&left));
+        pos.forward(&mut y_right, &x_right, PositionMask::SkipPadding(&right));
+        prop_assert_eq!(&y_left.as_slice()[pad * d..], &y_right.as_slice()[..n * d]);
+        prop_assert_eq!(&y_left.as_slice()[..pad * d], &x_left.as_slice()[..pad * d]);
     }
 
     #[test]

@@ -376,6 +376,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "Multiply input item embeddings by sqrt(hidden) (true, SASRec's code; false, the gSASRec PyTorch repository).",
     ),
     (
+        "sasrec",
+        "model.positions",
+        "Position numbering: slot (SASRec's code: the last item is position maxlen-1) or first_item (right padding, Klenitskiy & Vasilev: the oldest item is 0).",
+    ),
+    (
         "gsasrec",
         "model.hidden",
         "Embedding and hidden width d (64).",
@@ -458,6 +463,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "Multiply input item embeddings by sqrt(hidden) (true, SASRec's code; false, the gSASRec PyTorch repository).",
     ),
     (
+        "gsasrec",
+        "model.positions",
+        "Position numbering: slot (SASRec's code: the last item is position maxlen-1) or first_item (right padding, Klenitskiy & Vasilev: the oldest item is 0).",
+    ),
+    (
         "bert4rec",
         "model.hidden",
         "Embedding and hidden width d (Klenitskiy & Vasilev, ML-1M: 64).",
@@ -492,6 +502,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "bert4rec",
         "model.head_transform",
         "The paper's output projection LN(GELU(W h + b)) before the tied item table (true).",
+    ),
+    (
+        "bert4rec",
+        "model.positions",
+        "Position numbering: slot (the masked last slot is position maxlen-1) or first_item (right padding, Klenitskiy & Vasilev: the oldest item is 0).",
     ),
     (
         "bert4rec",
