@@ -1188,8 +1188,9 @@ impl<T: Float> SasrecNet<T> {
     /// The result equals the full window's up to summation order: padded positions are zero, are
     /// masked out of every attention row as keys, and every other op is row-wise, so the real
     /// positions see exactly the same inputs when they keep their positional embeddings (slot
-    /// `maxlen - l' + t`, or the item's index with [`Positions::FirstItem`]). Cost drops from `maxlen` to `l'` positions per row (attention
-    /// quadratically), which matters for short serving histories.
+    /// `maxlen - l' + t`, or the item's index with [`Positions::FirstItem`]). Cost drops from
+    /// `maxlen` to `l'` positions per row (attention quadratically), which matters for short serving
+    /// histories.
     ///
     /// # Panics
     /// As [`SasrecNet::score`].
