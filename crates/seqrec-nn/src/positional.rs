@@ -36,7 +36,8 @@ impl PositionMask<'_> {
     }
 }
 
-/// A learned position table `weight`: `[max_len, d]`; row `t` is added at sequence position `t`.
+/// A learned position table `weight`: `[max_len, d]`; row `t` is added at sequence position `t` (or
+/// at the row's `t`-th item, [`PositionMask::FromFirstItem`]).
 #[derive(Clone, Debug)]
 pub struct PositionalEmbedding<T> {
     /// `[max_len, d]`.

@@ -298,8 +298,6 @@ pub fn train_with(
             "already holds a run: pass --resume to continue it, or choose another --out".into(),
         ));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
-    write_atomic(&dir.join("config.toml"), cfg.to_commented_toml().as_bytes())?;
     let pool = thread_pool(cfg.train.threads)?;
     pool.install(|| train_loop(cfg, factory, opts, resume, &dir))
 }
@@ -340,6 +338,14 @@ fn train_loop(
         }
         model.load(&last)?;
     }
+    // A model without a learning rate refuses a schedule here, before anything is written.
+    if !cfg.train.lr_milestones.is_empty() {
+        model.set_lr_factor(cfg.train.lr_factor(state.epochs_done))?;
+    }
+    // The run directory is written only once the data, the model and its checkpoint have loaded, so a
+    // run that cannot start leaves nothing behind.
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    write_atomic(&dir.join("config.toml"), cfg.to_commented_toml().as_bytes())?;
     let hidden = opts.quiet || !std::io::stderr().is_terminal();
     let elapsed_before = state
         .history

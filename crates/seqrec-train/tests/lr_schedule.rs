@@ -86,9 +86,13 @@ fn each_epoch_gets_its_factor_and_a_resumed_run_continues_the_schedule() {
         false,
     )
     .unwrap();
-    assert_eq!(*factors.lock().unwrap(), [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]);
+    // Once before the run directory is written (the first epoch's factor), then before each epoch.
+    assert_eq!(
+        *factors.lock().unwrap(),
+        [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    );
 
-    // Interrupted after epoch index 2, then resumed: epochs 3..5 get 0.5, 0.25, 0.25.
+    // Interrupted after epoch index 2, then resumed: epochs 3..5 get 0.5, 0.25, 0.25 (after the check).
     cfg.out = dir.join("cut");
     factors.lock().unwrap().clear();
     train_with(
@@ -98,7 +102,7 @@ fn each_epoch_gets_its_factor_and_a_resumed_run_continues_the_schedule() {
         false,
     )
     .unwrap();
-    assert_eq!(*factors.lock().unwrap(), [1.0, 1.0, 0.5]);
+    assert_eq!(*factors.lock().unwrap(), [1.0, 1.0, 1.0, 0.5]);
     factors.lock().unwrap().clear();
     let resumed = resume_config(&cfg.out).unwrap();
     assert_eq!(resumed.train.lr_milestones, [2, 4]);
@@ -109,7 +113,7 @@ fn each_epoch_gets_its_factor_and_a_resumed_run_continues_the_schedule() {
         true,
     )
     .unwrap();
-    assert_eq!(*factors.lock().unwrap(), [0.5, 0.25, 0.25]);
+    assert_eq!(*factors.lock().unwrap(), [0.5, 0.5, 0.25, 0.25]);
 
     // Without milestones the loop never touches the learning rate.
     let mut plain = small_config(&dir);
@@ -133,6 +137,10 @@ fn a_model_without_a_learning_rate_refuses_a_schedule() {
     let e = train_with(&cfg, &bigram_factory(None), &quiet(None), false).unwrap_err();
     assert!(matches!(e, TrainError::Model(_)), "{e:?}");
     assert!(e.to_string().contains("lr_milestones"), "{e}");
+    // Refused before the run directory is written: the same directory takes a valid run afterwards.
+    assert!(!cfg.out.exists(), "{} was created", cfg.out.display());
+    cfg.train.lr_milestones.clear();
+    train_with(&cfg, &bigram_factory(None), &quiet(None), false).unwrap();
 }
 
 #[test]
