@@ -99,7 +99,19 @@ fn gradcheck_with_positions_from_the_first_item() {
             ..tiny()
         },
         Phase::Eval,
-    );
+    ); // The numbering reaches the scores: a padded history scores differently, a full one identically.
+    let mut slot = Bert4recNet::<f64>::new(&tiny(), 7, 11).unwrap();
+    let first_cfg = Bert4recConfig {
+        positions: Positions::FirstItem,
+        ..tiny()
+    };
+    let mut first = Bert4recNet::<f64>::new(&first_cfg, 7, 11).unwrap();
+    let histories: [u32; 12] = [0, 0, 0, 1, 2, 3, 2, 3, 4, 5, 6, 7];
+    let (mut a, mut b) = (vec![0.0; 2 * 8], vec![0.0; 2 * 8]);
+    slot.score(&histories, 2, &mut a);
+    first.score(&histories, 2, &mut b);
+    assert_ne!(a[1..8], b[1..8]);
+    assert_eq!(a[9..16], b[9..16]);
 }
 
 #[test]
