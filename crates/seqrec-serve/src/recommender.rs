@@ -203,8 +203,16 @@ pub struct Explanation {
     pub attention: Option<Vec<Contribution>>,
 }
 
+/// Up to this `k`, [`top_k`] keeps a sorted list of the best `k` while it scans the row; larger `k`
+/// selects among all candidates.
+const SCAN_MAX_K: usize = 64;
+
 /// Indices of the `k` largest scores of `row` (column 0, padding, never), best first; ties broken
 /// by the smaller id; NaN ranks below everything. `skip` lists dense ids to leave out.
+///
+/// For `k <= 64` (every serving default) one pass over the row keeps the best `k` so far in a sorted
+/// list: a score enters only if it beats the current `k`-th, which after the first few hundred items
+/// is rare, so the pass costs about one comparison per item and allocates only the answer.
 pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
     let mut excluded = vec![false; row.len()];
     if let Some(e) = excluded.first_mut() {
@@ -219,6 +227,30 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
         let s = row[i];
         if s.is_nan() { f32::NEG_INFINITY } else { s }
     };
+    let recommendation = |i: usize| Recommendation {
+        item: i as u32,
+        score: row[i],
+    };
+    if k == 0 {
+        return Vec::new();
+    }
+    if k <= SCAN_MAX_K {
+        // best: (key, id), best first; equal keys keep scan (= id) order, so an equal key never
+        // displaces an earlier id.
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+        for (i, _) in excluded.iter().enumerate().filter(|(_, e)| !**e) {
+            let s = key(i);
+            if best.len() == k {
+                if s.total_cmp(&best[k - 1].0).is_le() {
+                    continue;
+                }
+                best.pop();
+            }
+            let at = best.partition_point(|&(b, _)| b.total_cmp(&s).is_ge());
+            best.insert(at, (s, i));
+        }
+        return best.into_iter().map(|(_, i)| recommendation(i)).collect();
+    }
     let mut cand: Vec<usize> = (0..row.len()).filter(|&i| !excluded[i]).collect();
     let cmp = |a: &usize, b: &usize| key(*b).total_cmp(&key(*a)).then(a.cmp(b));
     let k = k.min(cand.len());
@@ -230,12 +262,7 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
         cand.truncate(k);
     }
     cand.sort_unstable_by(cmp);
-    cand.into_iter()
-        .map(|i| Recommendation {
-            item: i as u32,
-            score: row[i],
-        })
-        .collect()
+    cand.into_iter().map(recommendation).collect()
 }
 
 /// Options of [`Recommender::load`].

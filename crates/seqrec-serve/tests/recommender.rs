@@ -239,6 +239,17 @@ proptest! {
         let got: Vec<u32> = top_k(&row, k, &skip).iter().map(|r| r.item).collect();
         prop_assert_eq!(got, reference_top_k(&row, k, &skip));
     }
+
+    /// Rows and `k` on both sides of the scanning path's limit (`k <= 64`), with many ties.
+    #[test]
+    fn top_k_matches_a_full_sort_for_long_rows(
+        row in prop::collection::vec(prop_oneof![8 => (-20i32..20).prop_map(|x| x as f32 / 4.0), 1 => Just(f32::NAN), 1 => Just(-0.0f32)], 1..400),
+        k in 1usize..130,
+        skip in prop::collection::vec(0u32..400, 0..60),
+    ) {
+        let got: Vec<u32> = top_k(&row, k, &skip).iter().map(|r| r.item).collect();
+        prop_assert_eq!(got, reference_top_k(&row, k, &skip));
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! `matrixmultiply` has no AVX-512 kernel (its AVX2 8x8 kernel uses half of Zen 5's FP width), so on a
 //! CPU with AVX-512F `f32` products run here; otherwise, and for `f64`, they go to `matrixmultiply`.
 //!
-//! Layout: `B` is packed per `KC`-deep block into panels of `NR = 32` columns (`[kc][32]`, zero-padded),
+//! Layout: `B` is packed per `KC`-deep block into panels of `NR = 32` columns (`[kc][32]`, zero-padded;
+//! a product of at most `MB` rows whose `B` has unit column stride reads `B` in place instead),
 //! `A` is read in place (one broadcast per element, any strides, so `op(A) = A^T` costs no copy), and an
 //! `MR x NR = 8 x 32` micro-kernel keeps 16 zmm accumulators (an edge panel of at most 16 columns runs a
 //! half-width variant). Row edges reuse the last valid row (its
@@ -86,6 +87,47 @@ unsafe fn pack_b(
     }
     let skew = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
     let dst = &mut buf[skew..skew + len];
+    if rsb == 1 && csb > 1 {
+        // B = X^T for a row-major X (keys in Q K^T, activations in W X^T): each column of B is a
+        // contiguous row of X, so the panel is written by 16 x 16 register transposes.
+        for jp in 0..panels {
+            let j0 = jp * NR;
+            let w = NR.min(n - j0);
+            let panel = &mut dst[jp * kc * NR..(jp + 1) * kc * NR];
+            for half in 0..NR / 16 {
+                let cols = w.saturating_sub(16 * half).min(16);
+                for p0 in (0..kc).step_by(16) {
+                    let depth = 16.min(kc - p0);
+                    let mask = ((1u32 << depth) - 1) as u16;
+                    let rows: [__m512; 16] = std::array::from_fn(|jj| {
+                        if jj < cols {
+                            // SAFETY: elements (k0 + p0 .. k0 + p0 + depth, j0 + 16 half + jj) of B,
+                            // contiguous because rsb == 1, inside the [k0 + kc, n] matrix; the mask
+                            // stops the load at `depth`.
+                            unsafe {
+                                _mm512_maskz_loadu_ps(
+                                    mask,
+                                    b.offset(
+                                        (k0 + p0) as isize + (j0 + 16 * half + jj) as isize * csb,
+                                    ),
+                                )
+                            }
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    });
+                    let t = transpose_16x16(rows);
+                    for (pp, v) in t.iter().enumerate().take(depth) {
+                        let at = (p0 + pp) * NR + 16 * half;
+                        let out: &mut [f32; 16] = (&mut panel[at..at + 16]).try_into().expect("16");
+                        // SAFETY: 16 floats of the panel's row p0 + pp.
+                        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *v) };
+                    }
+                }
+            }
+        }
+        return &buf[skew..skew + len];
+    }
     for jp in 0..panels {
         let j0 = jp * NR;
         let w = NR.min(n - j0);
@@ -113,6 +155,51 @@ unsafe fn pack_b(
     &buf[skew..skew + len]
 }
 
+/// The transpose of a 16 x 16 block held as 16 row vectors: output vector `i` is column `i`.
+/// Three rounds of in-lane unpacks and 128-bit lane shuffles, 64 instructions for 256 elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    // 1. Interleave pairs of rows: 2 x 2 blocks of 32-bit elements.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // 2. Interleave 64-bit pairs: 4 x 4 blocks inside each 128-bit lane.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let base = i & !3;
+        let (a, b) = (t[base + (i & 2) / 2], t[base + 2 + (i & 2) / 2]);
+        let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+        _mm512_castpd_ps(if i % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    // 3-4. Gather 128-bit lanes: rows i and i + 4 (then i and i + 8), even lanes then odd lanes.
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let base = i & !7;
+        let (a, b) = (u[base + (i & 3)], u[base + 4 + (i & 3)]);
+        if i & 4 == 0 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    });
+    std::array::from_fn(|i| {
+        let (a, b) = (v[i & 7], v[8 + (i & 7)]);
+        if i & 8 == 0 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -134,10 +221,22 @@ unsafe fn sgemm_avx512(
     PACK.with(|cell| {
         let mut pack = cell.borrow_mut();
         let panels = n.div_ceil(NR);
+        // A product of at most one row block reads each element of B at most MB / MR times: packing
+        // would copy B once for as few as two reads (the tiles of causal attention, the last block's
+        // query rows), so a B with unit column stride is then read in place.
+        let direct = csb == 1 && m <= MB;
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            // SAFETY: rows k0..k0 + kc of B exist because k0 + kc <= k; AVX-512F was detected by `sgemm`.
-            let packed = unsafe { pack_b(&mut pack, b, rsb, csb, k0, kc, n) };
+            let (packed, ldb): (&[f32], isize) = if direct {
+                (&[], rsb)
+            } else {
+                // SAFETY: rows k0..k0 + kc of B exist because k0 + kc <= k; AVX-512F was detected by
+                // `sgemm`.
+                (
+                    unsafe { pack_b(&mut pack, b, rsb, csb, k0, kc, n) },
+                    NR as isize,
+                )
+            };
             // Later k-blocks add onto the partial result of the earlier ones.
             let beta_k = if k0 == 0 { beta } else { 1.0 };
             for i0 in (0..m).step_by(MB) {
@@ -145,12 +244,21 @@ unsafe fn sgemm_avx512(
                 for jp in 0..panels {
                     let j0 = jp * NR;
                     let nr = NR.min(n - j0);
-                    let bp = packed[jp * kc * NR..].as_ptr();
+                    let bp = if direct {
+                        // SAFETY: element (k0, j0) of B, inside the [k, n] matrix.
+                        unsafe { b.offset(k0 as isize * rsb + j0 as isize) }
+                    } else {
+                        packed[jp * kc * NR..].as_ptr()
+                    };
+                    // Packed panels are zero-padded to NR columns; in place, the edge panel's loads
+                    // are masked to its nr columns.
+                    let cols = if direct { nr } else { NR };
                     for ii in (0..mb).step_by(MR) {
                         let i = i0 + ii;
                         let mr = MR.min(m - i);
                         // SAFETY: rows i..i + mr < m and columns k0..k0 + kc of op(A) are in bounds;
-                        // bp holds kc * NR packed floats; C rows i..i + mr, columns j0..j0 + nr < n.
+                        // bp addresses kc rows of `cols` valid floats at stride ldb (a packed panel
+                        // or B in place); C rows i..i + mr, columns j0..j0 + nr < n.
                         unsafe {
                             let kern = if nr > NR / 2 {
                                 kernel::<2>
@@ -162,7 +270,7 @@ unsafe fn sgemm_avx512(
                                 a.offset(i as isize * rsa + k0 as isize * csa),
                                 rsa,
                                 csa,
-                                bp,
+                                (bp, ldb, cols),
                                 c.offset(i as isize * rsc + j0 as isize),
                                 rsc,
                                 alpha,
@@ -182,6 +290,8 @@ unsafe fn sgemm_avx512(
 ///
 /// `V` is the number of 16-wide vectors of the panel that are computed: 2 for a full panel, 1 for an
 /// edge panel of at most 16 columns (e.g. the last 4 of `n = 100`), which then costs half the FMAs.
+/// `B` is `kc` rows of `cols` readable floats at stride `ldb`: a packed panel (`NR`, `NR`) or `B` in
+/// place (its row stride, the panel's valid columns).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -191,7 +301,7 @@ unsafe fn kernel<const V: usize>(
     a: *const f32,
     rsa: isize,
     csa: isize,
-    bp: *const f32,
+    (bp, ldb, cols): (*const f32, isize, usize),
     c: *mut f32,
     rsc: isize,
     alpha: f32,
@@ -204,11 +314,18 @@ unsafe fn kernel<const V: usize>(
         // SAFETY: min(i, mr - 1) < mr is a valid row of A.
         unsafe { a.offset(i.min(mr - 1) as isize * rsa) }
     });
+    let load_mask = |v: usize| -> __mmask16 {
+        let valid = cols.saturating_sub(16 * v).min(16);
+        ((1u32 << valid) - 1) as u16
+    };
+    let bmask: [__mmask16; V] = std::array::from_fn(load_mask);
     let mut acc = [[_mm512_setzero_ps(); V]; MR];
     for p in 0..kc {
-        // SAFETY: bp holds kc rows of NR = 32 floats; p < kc and v < V <= 2.
-        let bv: [__m512; V] =
-            std::array::from_fn(|v| unsafe { _mm512_loadu_ps(bp.add(p * NR + 16 * v)) });
+        // SAFETY: row p < kc of B starts at bp + p * ldb and has `cols` readable floats; the mask
+        // keeps each load inside them (masked-off lanes are neither read nor faulted).
+        let bv: [__m512; V] = std::array::from_fn(|v| unsafe {
+            _mm512_maskz_loadu_ps(bmask[v], bp.offset(p as isize * ldb + 16 * v as isize))
+        });
         let off = p as isize * csa;
         for i in 0..MR {
             // SAFETY: element (row, p) of op(A) with p < kc.
@@ -247,6 +364,34 @@ unsafe fn kernel<const V: usize>(
                     r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cp.add(16)), r1);
                 }
                 _mm512_mask_storeu_ps(cp.add(16), m1, r1);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_16x16_moves_every_element() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F was detected just above; each load reads 16 of the 256 floats.
+        let rows: [__m512; 16] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(m[16 * i..].as_ptr()) });
+        // SAFETY: as above.
+        let t = unsafe { transpose_16x16(rows) };
+        let mut out = [0.0f32; 256];
+        for (i, v) in t.iter().enumerate() {
+            // SAFETY: 16 floats of `out`; AVX-512F is present.
+            unsafe { _mm512_storeu_ps(out[16 * i..].as_mut_ptr(), *v) };
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * i + j], m[16 * j + i], "element ({i}, {j})");
             }
         }
     }
