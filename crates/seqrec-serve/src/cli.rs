@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::engine::EngineConfig;
+use crate::engine::{EngineConfig, default_workers};
 use crate::server::ServerConfig;
 use crate::store::SyncMode;
 
@@ -38,9 +38,14 @@ pub struct ServeArgs {
     /// and a lone query is not delayed.
     #[arg(long, default_value_t = 0)]
     pub batch_wait_us: u64,
-    /// Threads of the model's compute pool.
+    /// Threads of each model worker's compute pool.
     #[arg(long, default_value_t = 1)]
     pub model_threads: usize,
+    /// Model workers of a window model (SASRec, BERT4Rec, ...), each with its own copy of the
+    /// model, taking turns at the request queue; recurrent models always run one. Default: half
+    /// the cores, at least one.
+    #[arg(long)]
+    pub model_workers: Option<usize>,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub body_limit: usize,
@@ -69,6 +74,9 @@ impl ServeArgs {
             max_batch: self.max_batch.max(1),
             max_wait: Duration::from_micros(self.batch_wait_us),
             threads: self.model_threads.max(1),
+            workers: self
+                .model_workers
+                .map_or_else(default_workers, |w| w.max(1)),
             ..EngineConfig::default()
         };
         c.body_limit = self.body_limit;

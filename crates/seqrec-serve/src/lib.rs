@@ -4,7 +4,7 @@
 //!   optional MovieLens titles) and answers top-k queries with `exclude_seen`, truncating histories to
 //!   the model's window, with explanations (occlusion for every model, attention for SASRec).
 //!   `cargo xtask recommend` uses it directly.
-//! - [`engine::Engine`]: the model on its worker thread, micro-batching concurrent queries into one
+//! - [`engine::Engine`]: the model on its worker thread(s), micro-batching concurrent queries into one
 //!   scoring call, with per-user recurrent state for GRU4Rec.
 //! - [`server`]: the HTTP API (axum): `POST /v1/recommend`, `POST /v1/users/{user}/events`,
 //!   `GET /v1/users/{user}/recommendations`, `POST /v1/admin/reload`, `GET /healthz`,

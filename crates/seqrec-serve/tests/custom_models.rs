@@ -181,3 +181,80 @@ fn concurrent_queries_share_one_score_call() {
     assert!(m.contains("seqrec_batch_size_bucket{le=\"8\"} 2\n"), "{m}");
     s.shutdown().unwrap();
 }
+
+/// A loader of `SlowModel`s (300 ms per scoring call) that counts its loads.
+fn counting_slow_loader(loads: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Loader {
+    let loads = loads.clone();
+    Loader::new(move |_, _| {
+        loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Recommender::from_model(
+            Box::new(SlowModel {
+                delay: Duration::from_millis(300),
+                panic_on_3: false,
+            }),
+            (1..=10).map(|i| format!("x{i}")).collect(),
+            "slow/workers".into(),
+        )
+    })
+}
+
+#[test]
+fn two_workers_score_two_batches_at_once() {
+    let dir = scratch("two-workers");
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut cfg = server_config(&dir, &dir, None);
+    cfg.engine.workers = 2;
+    let s = Server::start_with(cfg, counting_slow_loader(&loads)).unwrap();
+    assert_eq!(
+        loads.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one model per worker"
+    );
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let queries: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                // The second query arrives while the first worker is busy with the first.
+                std::thread::sleep(Duration::from_millis(100 * i));
+                let mut c = HttpClient::connect(addr).unwrap();
+                post(&mut c, "/v1/recommend", &json!({"history": ["x1"], "k": 1}))
+            })
+        })
+        .collect();
+    for t in queries {
+        let (st, v) = t.join().unwrap();
+        assert_eq!(
+            (st, v["items"][0]["item"].as_str()),
+            (200, Some("x10")),
+            "{v}"
+        );
+    }
+    // One worker would answer them one after the other: 600 ms at least.
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(580),
+        "two queries took {took:?}"
+    );
+    let mut c = HttpClient::connect(addr).unwrap();
+    let m = c.request("GET", "/metrics", &[], None).unwrap().text();
+    assert!(m.contains("seqrec_batch_size_count 2\n"), "{m}");
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_recurrent_model_runs_one_worker() {
+    let dir = scratch("recurrent-workers");
+    let run = train_run(&dir, "gru", "gru4rec", 1, 1);
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = loads.clone();
+    let loader = Loader::new(move |run, opts| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Recommender::load(run, opts)
+    });
+    let mut cfg = server_config(&run, &dir, None);
+    cfg.engine.workers = 3;
+    let s = Server::start_with(cfg, loader).unwrap();
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    s.shutdown().unwrap();
+}

@@ -109,6 +109,8 @@ pub fn server_config(run: &Path, dir: &Path, token: Option<&str>) -> ServerConfi
     c.addr = "127.0.0.1:0".parse().unwrap();
     c.db = dir.join("serve.sqlite");
     c.token = token.map(str::to_owned);
+    // One worker whatever the machine, so that batch counts are the same everywhere.
+    c.engine.workers = 1;
     c
 }
 
