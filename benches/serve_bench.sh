@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving latency and throughput (issue 7, docs/serving.md): starts the release `seqrec-serve` on a loopback
-# port for a SASRec run and a GRU4Rec run, drives it with `seqrec-load` (1 and 64 connections, 8 s each),
-# prints the RSS of the server, and stops it with SIGTERM.
+# port for a SASRec run and a GRU4Rec run, drives it with `seqrec-load` (1 and 64 connections, 8 s each)
+# and, for SASRec, also with wrk when it is installed (benches/wrk_recommend.lua), prints the RSS of the
+# server, and stops it with SIGTERM.
 #
 # Run from the repository root: bash benches/serve_bench.sh SASREC_RUN_DIR GRU4REC_RUN_DIR
 # (e.g. after `cargo xtask train --epochs 3 --out /tmp/serve-sasrec` and
@@ -25,6 +26,15 @@ for model in sasrec gru; do
       echo "== sasrec, $c connections, history $h"
       $B/seqrec-load --addr 127.0.0.1:18080 --run "$run" --connections "$c" --seconds 8 --history-len "$h" | tail -3
     done; done
+    # The same load from wrk (one event-loop thread: it takes less of the two cores than
+    # seqrec-load's thread per connection), when it is installed (apt-get install wrk).
+    if command -v wrk >/dev/null; then
+      for c in 1 64; do for h in 50 200; do
+        echo "== sasrec, wrk, $c connections, history $h"
+        wrk -t1 -c"$c" -d8s --latency -s benches/wrk_recommend.lua http://127.0.0.1:18080 \
+          -- "$run/best/items.json" "$h" | grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
+      done; done
+    fi
   else
     for c in 1 64; do
       echo "== gru4rec events + recommendations, $c connections"
