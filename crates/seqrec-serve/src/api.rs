@@ -76,7 +76,7 @@ fn check_keys(m: &Map<String, Value>, allowed: &[&str]) -> Result<(), ServeError
 }
 
 /// An item id: a non-negative integer or a non-empty string of at most [`MAX_ID_BYTES`] bytes.
-pub fn item_id(v: &Value, what: &str) -> Result<String, ServeError> {
+pub fn item_id(v: &Value, what: &dyn std::fmt::Display) -> Result<String, ServeError> {
     match v {
         Value::Number(n) => match n.as_u64() {
             Some(u) => Ok(u.to_string()),
@@ -148,7 +148,8 @@ pub fn decode_recommend(body: &[u8], max_items: usize) -> Result<RecommendReques
     let history = history
         .iter()
         .enumerate()
-        .map(|(i, v)| item_id(v, &format!("history[{i}]")))
+        // The label is formatted only for an error (it used to cost a `format!` per item).
+        .map(|(i, v)| item_id(v, &format_args!("history[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecommendRequest {
         history,
@@ -167,7 +168,7 @@ pub fn decode_event(body: &[u8]) -> Result<EventRequest, ServeError> {
     check_keys(&m, &["item", "timestamp"])?;
     let item = match m.get("item") {
         None => return Err(bad("missing field \"item\"")),
-        Some(v) => item_id(v, "item")?,
+        Some(v) => item_id(v, &"item")?,
     };
     Ok(EventRequest {
         item,
