@@ -2,8 +2,12 @@
 //! tested (and fuzzed) without sockets. Every decoding error is a [`ServeError::BadRequest`] (or
 //! another 4xx variant) saying what was wrong.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
+use serde::Deserialize;
+use serde::de::{Deserializer, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::ServeError;
@@ -20,6 +24,20 @@ pub const EXPLAIN_TOP: usize = 5;
 pub struct RecommendRequest {
     /// Original item ids, oldest first.
     pub history: Vec<String>,
+    /// Requested `k` (checked against the catalogue later; default 10).
+    pub k: i64,
+    /// Leave out seen items (default true).
+    pub exclude_seen: bool,
+    /// Explain each recommendation (default false).
+    pub explain: bool,
+}
+
+/// `POST /v1/recommend` body as [`decode_recommend_borrowed`] gives it: item ids borrowed from the
+/// request body where JSON allows it (a string without escapes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecommendRequestRef<'a> {
+    /// Original item ids, oldest first.
+    pub history: Vec<Cow<'a, str>>,
     /// Requested `k` (checked against the catalogue later; default 10).
     pub k: i64,
     /// Leave out seen items (default true).
@@ -156,6 +174,85 @@ pub fn decode_recommend(body: &[u8], max_items: usize) -> Result<RecommendReques
         k: integer(&m, "k")?.unwrap_or(10),
         exclude_seen: boolean(&m, "exclude_seen", true)?,
         explain: boolean(&m, "explain", false)?,
+    })
+}
+
+/// The usual `POST /v1/recommend` body, read straight into typed fields (no JSON tree, string ids
+/// borrowed): anything unusual fails here and goes to [`decode_recommend`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRecommend<'a> {
+    #[serde(borrow)]
+    history: Vec<FastId<'a>>,
+    #[serde(default)]
+    k: Option<i64>,
+    #[serde(default)]
+    exclude_seen: Option<bool>,
+    #[serde(default)]
+    explain: Option<bool>,
+}
+
+/// An item id as [`item_id`] reads it (a non-negative integer, written in decimal, or a string),
+/// before the checks on its length.
+struct FastId<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FastId<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Id<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Id<'a> {
+            type Value = Cow<'a, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an item id (a non-negative integer or a string)")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Id(PhantomData)).map(FastId)
+    }
+}
+
+/// [`decode_recommend`] without building a JSON tree and copying every id: a body of the usual
+/// shape (an object with `history` and optional `k`, `exclude_seen`, `explain`, valid ids) is read
+/// straight into the request, its string ids borrowed from `body`. Any other body (malformed, not
+/// an object, wrong types, unknown or repeated fields, empty, over-long or bad ids) is decoded
+/// again by [`decode_recommend`], so the answer, and every error message, is the same as
+/// `decode_recommend`'s.
+///
+/// # Errors
+/// As [`decode_recommend`].
+pub fn decode_recommend_borrowed(
+    body: &[u8],
+    max_items: usize,
+) -> Result<RecommendRequestRef<'_>, ServeError> {
+    // A struct also deserializes from a JSON array of its fields: only objects take the fast path.
+    let is_object = body.trim_ascii_start().first() == Some(&b'{');
+    if is_object && let Ok(fast) = serde_json::from_slice::<FastRecommend<'_>>(body) {
+        let ids_ok = fast
+            .history
+            .iter()
+            .all(|id| !id.0.is_empty() && id.0.len() <= MAX_ID_BYTES);
+        if ids_ok && !fast.history.is_empty() && fast.history.len() <= max_items {
+            return Ok(RecommendRequestRef {
+                history: fast.history.into_iter().map(|id| id.0).collect(),
+                k: fast.k.unwrap_or(10),
+                exclude_seen: fast.exclude_seen.unwrap_or(true),
+                explain: fast.explain.unwrap_or(false),
+            });
+        }
+    }
+    let slow = decode_recommend(body, max_items)?;
+    Ok(RecommendRequestRef {
+        history: slow.history.into_iter().map(Cow::Owned).collect(),
+        k: slow.k,
+        exclude_seen: slow.exclude_seen,
+        explain: slow.explain,
     })
 }
 

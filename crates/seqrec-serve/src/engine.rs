@@ -13,8 +13,8 @@
 //! scoring of a batch no longer waits for the previous one to be answered. Recurrent models run one
 //! worker, which owns the users' states.
 //!
-//! Hot reload builds a new engine (its worker loads the checkpoint) and swaps an `Arc`: requests that
-//! hold the old engine finish on it; its worker exits when the last of them drops its handle.
+//! Hot reload builds a new engine (its workers load the checkpoint) and swaps an `Arc`: requests that
+//! hold the old engine finish on it; its workers exit when the last of them drops its handle.
 //!
 //! Recurrent models (GRU4Rec) keep each user's hidden state in memory, keyed by user and tagged with
 //! the number of events it has seen. An event with the next number advances the state by one GRU
@@ -47,7 +47,7 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Model workers of a window model, each with its own copy of the model (recurrent models
     /// always run one). By default half the cores, at least one: on two cores a second worker
-    /// raised throughput by 10-20% but lengthened the latency tail (`docs/serving.md`).
+    /// raised throughput by 4-31% but lengthened the latency tail (`docs/serving.md`).
     pub workers: usize,
 }
 

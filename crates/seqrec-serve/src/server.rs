@@ -268,7 +268,7 @@ async fn recommend(
         Err(r) => return r,
     };
     let run = async {
-        let req = api::decode_recommend(&body, st.config.max_history_items)?;
+        let req = api::decode_recommend_borrowed(&body, st.config.max_history_items)?;
         let engine = st.engine();
         let cat = engine.catalog().clone();
         let history = cat.resolve(&req.history)?;

@@ -514,11 +514,62 @@ proptest! {
         use seqrec_serve::api::*;
         for e in [
             decode_recommend(&raw, 100).err(),
+            decode_recommend_borrowed(&raw, 100).err(),
             decode_event(&raw).err(),
             decode_reload(&raw).err(),
             decode_query(Some(&q)).err(),
         ].into_iter().flatten() {
             prop_assert!((400..500).contains(&e.status()), "{e}");
+        }
+    }
+
+    /// The borrowing decoder of `POST /v1/recommend` gives what the JSON-tree decoder gives, answer
+    /// or error message, on bodies built from valid and invalid pieces: every field in any order,
+    /// missing, repeated or unknown, ids as strings (escaped too), integers, negatives, floats,
+    /// empty or over-long, histories empty or over the limit, and arrays instead of objects.
+    #[test]
+    fn borrowed_recommend_decoder_agrees_with_the_tree_decoder(
+        fields in prop::collection::vec((0usize..5, 0usize..14), 0..6),
+        as_array in prop::bool::weighted(0.05),
+    ) {
+        use seqrec_serve::api::*;
+        let long_id = format!("\"{}\"", "x".repeat(300));
+        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let many = format!("[{}]", many.join(","));
+        let histories = [
+            r#"["1", "2", "3"]"#, "[4, 5]", r#"["a\u0031", 7, "b"]"#, "[]", r#"[""]"#, "[-1]",
+            "[1.5]", "[null]", r#""x""#, "null", r#"[{"a": 1}]"#, &format!("[{long_id}]"), &many,
+            "[18446744073709551615]",
+        ];
+        let ks = ["5", "null", "-3", "1.5", r#""7""#, "true", "99999999999999999999", "0", "10",
+            "3", "1e2", "[]", "2", "7"];
+        let flags = ["true", "false", "null", "1", r#""yes""#, "true", "false", "true", "false",
+            "null", "0", "[]", "true", "false"];
+        let mut parts = Vec::new();
+        for &(key, value) in &fields {
+            parts.push(match key {
+                0 => format!(r#""history": {}"#, histories[value]),
+                1 => format!(r#""k": {}"#, ks[value]),
+                2 => format!(r#""exclude_seen": {}"#, flags[value]),
+                3 => format!(r#""explain": {}"#, flags[value]),
+                _ => format!(r#""other": {}"#, ks[value]),
+            });
+        }
+        let body = if as_array {
+            format!("[{}]", parts.iter().map(|p| p.split_once(": ").unwrap().1).collect::<Vec<_>>().join(", "))
+        } else {
+            format!(" {{{}}}", parts.join(", "))
+        };
+        let tree = decode_recommend(body.as_bytes(), 100);
+        let borrowed = decode_recommend_borrowed(body.as_bytes(), 100);
+        match (tree, borrowed) {
+            (Ok(t), Ok(b)) => {
+                let ids: Vec<&str> = b.history.iter().map(|c| c.as_ref()).collect();
+                prop_assert_eq!(&t.history, &ids, "{}", body);
+                prop_assert_eq!((t.k, t.exclude_seen, t.explain), (b.k, b.exclude_seen, b.explain), "{}", body);
+            }
+            (Err(t), Err(b)) => prop_assert_eq!(t.to_string(), b.to_string(), "{}", body),
+            (t, b) => prop_assert!(false, "{body}: tree {t:?}, borrowed {b:?}"),
         }
     }
 }
