@@ -238,16 +238,38 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
         // best: (key, id), best first; equal keys keep scan (= id) order, so an equal key never
         // displaces an earlier id.
         let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-        for (i, _) in excluded.iter().enumerate().filter(|(_, e)| !**e) {
+        let mut offer = |i: usize, best: &mut Vec<(f32, usize)>| {
+            if excluded[i] {
+                return;
+            }
             let s = key(i);
             if best.len() == k {
                 if s.total_cmp(&best[k - 1].0).is_le() {
-                    continue;
+                    return;
                 }
                 best.pop();
             }
             let at = best.partition_point(|&(b, _)| b.total_cmp(&s).is_ge());
             best.insert(at, (s, i));
+        };
+        // Once `best` is full, a block of 16 scores none of which is >= the k-th best key is
+        // skipped whole (a vectorised compare): an item enters only if its key beats the k-th in
+        // the total order, which implies >= for a non-NaN score, and a NaN key (-inf) never does.
+        let mut i = 0;
+        while i < row.len() {
+            let end = (i + 16).min(row.len());
+            if best.len() == k {
+                let worst = best[k - 1].0;
+                let any = row[i..end].iter().fold(false, |a, &x| a | (x >= worst));
+                if !any {
+                    i = end;
+                    continue;
+                }
+            }
+            for j in i..end {
+                offer(j, &mut best);
+            }
+            i = end;
         }
         return best.into_iter().map(|(_, i)| recommendation(i)).collect();
     }

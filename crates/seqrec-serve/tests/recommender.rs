@@ -229,6 +229,20 @@ fn reference_top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<u32> {
     c
 }
 
+/// The scanning path skips blocks of 16 scores below the k-th best; +0.0 ranks above -0.0 (the total
+/// order), so a block whose only candidate is a +0.0 against a k-th best of -0.0 must not be
+/// skipped.
+#[test]
+fn top_k_block_skip_keeps_positive_zero_above_negative_zero() {
+    let mut row = vec![-1.0f32; 48];
+    row[1] = 5.0;
+    row[2] = -0.0;
+    row[40] = 0.0;
+    let got: Vec<u32> = top_k(&row, 2, &[]).iter().map(|r| r.item).collect();
+    assert_eq!(got, vec![1, 40]);
+    assert_eq!(got, reference_top_k(&row, 2, &[]));
+}
+
 proptest! {
     #[test]
     fn top_k_matches_a_full_sort(
