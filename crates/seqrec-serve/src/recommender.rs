@@ -238,7 +238,7 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
         // best: (key, id), best first; equal keys keep scan (= id) order, so an equal key never
         // displaces an earlier id.
         let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-        let mut offer = |i: usize, best: &mut Vec<(f32, usize)>| {
+        let offer = |i: usize, best: &mut Vec<(f32, usize)>| {
             if excluded[i] {
                 return;
             }
