@@ -212,7 +212,8 @@ const SCAN_MAX_K: usize = 64;
 ///
 /// For `k <= 64` (every serving default) one pass over the row keeps the best `k` so far in a sorted
 /// list: a score enters only if it beats the current `k`-th, which after the first few hundred items
-/// is rare, so the pass costs about one comparison per item and allocates only the answer.
+/// is rare, so most blocks of 16 scores cost one vectorised compare; it allocates the exclusion mask
+/// and the answer.
 pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
     let mut excluded = vec![false; row.len()];
     if let Some(e) = excluded.first_mut() {
