@@ -184,11 +184,9 @@ pub fn decode_recommend(body: &[u8], max_items: usize) -> Result<RecommendReques
 struct FastRecommend<'a> {
     #[serde(borrow)]
     history: Vec<FastId<'a>>,
-    #[serde(default)]
+    // A missing `Option` field is `None`.
     k: Option<i64>,
-    #[serde(default)]
     exclude_seen: Option<bool>,
-    #[serde(default)]
     explain: Option<bool>,
 }
 

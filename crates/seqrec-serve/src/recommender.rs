@@ -256,21 +256,16 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
         // Once `best` is full, a block of 16 scores none of which is >= the k-th best key is
         // skipped whole (a vectorised compare): an item enters only if its key beats the k-th in
         // the total order, which implies >= for a non-NaN score, and a NaN key (-inf) never does.
-        let mut i = 0;
-        while i < row.len() {
-            let end = (i + 16).min(row.len());
+        for (b, block) in row.chunks(16).enumerate() {
             if best.len() == k {
                 let worst = best[k - 1].0;
-                let any = row[i..end].iter().fold(false, |a, &x| a | (x >= worst));
-                if !any {
-                    i = end;
+                if !block.iter().fold(false, |a, &x| a | (x >= worst)) {
                     continue;
                 }
             }
-            for j in i..end {
+            for j in 16 * b..16 * b + block.len() {
                 offer(j, &mut best);
             }
-            i = end;
         }
         return best.into_iter().map(|(_, i)| recommendation(i)).collect();
     }

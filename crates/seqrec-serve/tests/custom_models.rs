@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use seqrec_data::Sequences;
 use seqrec_models::{EpochReport, Model, ModelError, StepReport};
-use seqrec_serve::Recommender;
 use seqrec_serve::client::HttpClient;
 use seqrec_serve::server::{Loader, Server};
+use seqrec_serve::{Recommender, ServeError};
 use serde_json::json;
 
 /// Scores item `i` as `i` (so the top item is the largest unseen id), after sleeping `delay`;
@@ -58,19 +58,28 @@ impl Model for SlowModel {
     }
 }
 
+/// A `SlowModel` over items `x1..=x10`, served as `model_id`.
+fn slow_recommender(
+    delay: Duration,
+    panic_on_3: bool,
+    model_id: &str,
+) -> Result<Recommender, ServeError> {
+    Recommender::from_model(
+        Box::new(SlowModel { delay, panic_on_3 }),
+        (1..=10).map(|i| format!("x{i}")).collect(),
+        model_id.into(),
+    )
+}
+
+/// A loader of [`slow_recommender`]s.
+fn slow_loader(delay: Duration, panic_on_3: bool, model_id: &'static str) -> Loader {
+    Loader::new(move |_, _| slow_recommender(delay, panic_on_3, model_id))
+}
+
 #[test]
 fn shutdown_lets_requests_in_flight_finish() {
     let dir = scratch("shutdown");
-    let loader = Loader::new(|_, _| {
-        Recommender::from_model(
-            Box::new(SlowModel {
-                delay: Duration::from_millis(300),
-                panic_on_3: false,
-            }),
-            (1..=10).map(|i| format!("x{i}")).collect(),
-            "slow/test".into(),
-        )
-    });
+    let loader = slow_loader(Duration::from_millis(300), false, "slow/test");
     let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
     let addr = s.addr();
     let t0 = Instant::now();
@@ -106,16 +115,7 @@ fn shutdown_lets_requests_in_flight_finish() {
 #[test]
 fn the_worker_survives_a_panicking_model() {
     let dir = scratch("panicking");
-    let loader = Loader::new(|_, _| {
-        Recommender::from_model(
-            Box::new(SlowModel {
-                delay: Duration::ZERO,
-                panic_on_3: true,
-            }),
-            (1..=10).map(|i| format!("x{i}")).collect(),
-            "panicky/test".into(),
-        )
-    });
+    let loader = slow_loader(Duration::ZERO, true, "panicky/test");
     let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
     let mut c = HttpClient::connect(s.addr()).unwrap();
     let (st, v) = post(&mut c, "/v1/recommend", &json!({"history": ["x3"]}));
@@ -137,16 +137,7 @@ fn the_worker_survives_a_panicking_model() {
 #[test]
 fn concurrent_queries_share_one_score_call() {
     let dir = scratch("batching");
-    let loader = Loader::new(|_, _| {
-        Recommender::from_model(
-            Box::new(SlowModel {
-                delay: Duration::from_millis(400),
-                panic_on_3: false,
-            }),
-            (1..=10).map(|i| format!("x{i}")).collect(),
-            "slow/batching".into(),
-        )
-    });
+    let loader = slow_loader(Duration::from_millis(400), false, "slow/batching");
     let s = Server::start_with(server_config(&dir, &dir, None), loader).unwrap();
     let addr = s.addr();
     // One query occupies the model for 400 ms; seven more arrive meanwhile and queue up.
@@ -182,29 +173,18 @@ fn concurrent_queries_share_one_score_call() {
     s.shutdown().unwrap();
 }
 
-/// A loader of `SlowModel`s (300 ms per scoring call) that counts its loads.
-fn counting_slow_loader(loads: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Loader {
-    let loads = loads.clone();
-    Loader::new(move |_, _| {
-        loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Recommender::from_model(
-            Box::new(SlowModel {
-                delay: Duration::from_millis(300),
-                panic_on_3: false,
-            }),
-            (1..=10).map(|i| format!("x{i}")).collect(),
-            "slow/workers".into(),
-        )
-    })
-}
-
 #[test]
 fn two_workers_score_two_batches_at_once() {
     let dir = scratch("two-workers");
     let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut cfg = server_config(&dir, &dir, None);
     cfg.engine.workers = 2;
-    let s = Server::start_with(cfg, counting_slow_loader(&loads)).unwrap();
+    let counted = loads.clone();
+    let loader = Loader::new(move |_, _| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        slow_recommender(Duration::from_millis(300), false, "slow/workers")
+    });
+    let s = Server::start_with(cfg, loader).unwrap();
     assert_eq!(
         loads.load(std::sync::atomic::Ordering::SeqCst),
         2,
