@@ -70,6 +70,24 @@ fn bench(c: &mut Criterion) {
             black_box(scores[1])
         })
     });
+    // The server's heaviest batch: 64 full windows (the last 200 training items of the first 64
+    // users with that many) through the inference-only forward that serving uses.
+    let long: Vec<u32> = (1..=ds.n_users() as u32)
+        .filter(|&u| split.train_len(u) >= l)
+        .take(64)
+        .collect();
+    assert_eq!(long.len(), 64);
+    let mut windows = Vec::with_capacity(64 * l);
+    for &u in &long {
+        let items = split.train_items(&ds, u);
+        windows.extend_from_slice(&items[items.len() - l..]);
+    }
+    g.bench_function("serve_64x200", |b| {
+        b.iter(|| {
+            model.score_serving(&windows, 64, &mut scores[..64 * (ds.n_items() + 1)]);
+            black_box(scores[1])
+        })
+    });
     g.finish();
 }
 
