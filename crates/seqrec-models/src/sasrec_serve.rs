@@ -14,6 +14,9 @@
 //! - **Last block for the last position only.** Scores read the final hidden state of the last window
 //!   slot, so the last block projects keys and values for every position but runs its query, attention
 //!   row, output projection, norms and feed-forward for one row per history.
+//! - **Inference kernels.** Layer norms and attention softmaxes run `seqrec_tensor::layernorm_rows`
+//!   and `softmax_prefix` (AVX-512 `f32` with fused multiply-adds, rows held in registers), which
+//!   round differently from the training kernels: served scores may differ in the last bits.
 //! - **No dropout, nothing saved for backward, buffers reused.** Every buffer lives in
 //!   [`ServeScratch`], owned by the network and resized in place (storage only grows), so a warm
 //!   server allocates nothing per call. Histories run in groups of about [`GROUP_ROWS`] packed
@@ -29,10 +32,11 @@
 //! of every length.
 
 use seqrec_nn::{Activation, FeedForward};
-use seqrec_nn::{AttentionMask, LayerNorm, LayerNormCache, NormPlacement, TransformerBlock};
-use seqrec_tensor::simd::{LANES, lane_dot, softmax_row_in_place};
+use seqrec_nn::{AttentionMask, LayerNorm, NormPlacement, TransformerBlock};
+use seqrec_tensor::simd::{LANES, lane_dot};
 use seqrec_tensor::{
-    Float, Tensor, Transpose, gelu_forward, gemm_slice, multiversion, relu_forward,
+    Float, Tensor, Transpose, gelu_forward, gemm_slice, layernorm_rows, multiversion, relu_forward,
+    softmax_prefix,
 };
 
 use super::SasrecNet;
@@ -115,7 +119,6 @@ pub(super) struct ServeScratch<T> {
     /// `start[r] d`, so that attention reads short contiguous rows), and values `[n, d]`.
     kt: Tensor<T>,
     v: Tensor<T>,
-    ln: LayerNormCache<T>,
     /// `[TILE, maxlen + LANES]`: attention weights of one tile (rows padded to whole vectors).
     probs: Vec<T>,
     /// `[q, d]`: final hidden state of the group's query rows.
@@ -142,7 +145,6 @@ impl<T: Float> ServeScratch<T> {
             last: Rows::new(),
             kt: z(),
             v: z(),
-            ln: LayerNormCache::new(0),
             probs: Vec::new(),
             hq: z(),
             h: z(),
@@ -182,7 +184,7 @@ impl<T: Float> SasrecNet<T> {
         sc.h_pad.resize(&[1, d]);
         sc.h_pad.fill(T::ZERO);
         if let Some(norm) = &encoder.norm {
-            layer_norm(norm, &mut sc.h_pad, &mut sc.ln, &sc.zero);
+            layer_norm(norm, &mut sc.h_pad, &sc.zero);
         }
         sc.h.resize(&[b, d]);
         let nb = encoder.layers.len();
@@ -243,7 +245,7 @@ impl<T: Float> SasrecNet<T> {
             // 4. h = LN_final(y) of the query rows, LN_final(0) for the others.
             if !sc.qrows.is_empty() {
                 match &encoder.norm {
-                    Some(norm) => layer_norm(norm, &mut sc.hq, &mut sc.ln, &sc.last.y),
+                    Some(norm) => layer_norm(norm, &mut sc.hq, &sc.last.y),
                     None => {
                         sc.hq.resize(sc.last.y.shape());
                         sc.hq.as_mut_slice().copy_from_slice(sc.last.y.as_slice());
@@ -286,17 +288,16 @@ impl<T: Float> SasrecNet<T> {
     }
 }
 
-/// `y = LN(x)` through the layer's own kernel, with the cache sized for `x`'s rows.
-fn layer_norm<T: Float>(
-    norm: &LayerNorm<T>,
-    y: &mut Tensor<T>,
-    cache: &mut LayerNormCache<T>,
-    x: &Tensor<T>,
-) {
-    cache.mean.resize(&[x.rows()]);
-    cache.rstd.resize(&[x.rows()]);
+/// `y = LN(x)` with the layer's parameters, through the inference kernel (nothing kept for backward).
+fn layer_norm<T: Float>(norm: &LayerNorm<T>, y: &mut Tensor<T>, x: &Tensor<T>) {
     y.resize(x.shape());
-    norm.forward(y, cache, x);
+    layernorm_rows(
+        y.as_mut_slice(),
+        x.as_slice(),
+        norm.weight.value.as_slice(),
+        norm.bias.value.as_slice(),
+        T::from_f64(norm.eps),
+    );
 }
 
 /// `out [rows, cols] = x [rows, d] w^T + bias`, with `w` holding `cols` rows of `d` weights.
@@ -413,7 +414,7 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     let n = rows.x.rows();
     // 1. q, k, v from LN1(x) (SASRec: q only; pre-LN: all three) or x (post-LN; SASRec's k, v).
     if c.norm != NormPlacement::Post {
-        layer_norm(&layer.norm1, &mut rows.l1, &mut sc.ln, &rows.x);
+        layer_norm(&layer.norm1, &mut rows.l1, &rows.x);
     }
     let (q_src, kv_src) = match c.norm {
         NormPlacement::SasRec => (&rows.l1, &rows.x),
@@ -448,7 +449,7 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     rows.a.resize(&[n, d]);
     layer.self_attn.out_proj.forward(&mut rows.a, &rows.ctx);
     // 4-6. residuals, LN2 and the feed-forward.
-    finish_block(layer, rows, &mut sc.ln);
+    finish_block(layer, rows);
 }
 
 /// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
@@ -483,8 +484,7 @@ impl<T: Float> Tile<'_, T> {
         );
         // Keys after each query (above the diagonal, and the row padding) get weight exactly 0.
         for (ii, row) in probs.chunks_exact_mut(ld).enumerate() {
-            row[i0 + ii + 1..].fill(T::NEG_INFINITY);
-            softmax_row(row);
+            softmax_prefix(row, i0 + ii + 1);
         }
         // ctx[i0..i1] = P [m, i1] V[0..i1]
         gemm_strided(
@@ -499,33 +499,29 @@ impl<T: Float> Tile<'_, T> {
 
 /// Everything after the attention output `rows.a` (rows aligned with `rows.x` and, SASRec/pre-LN,
 /// `rows.l1`): the residual sums, norms and feed-forward of `layer`'s placement, into `rows.y`.
-fn finish_block<T: Float>(
-    layer: &TransformerBlock<T>,
-    rows: &mut Rows<T>,
-    ln: &mut LayerNormCache<T>,
-) {
+fn finish_block<T: Float>(layer: &TransformerBlock<T>, rows: &mut Rows<T>) {
     match layer.config().norm {
         NormPlacement::SasRec => {
             // s = l1 + a;  l2 = LN2(s);  y = l2 + FF(l2)
             add_into(&mut rows.s, &rows.l1, &rows.a);
-            layer_norm(&layer.norm2, &mut rows.l2, ln, &rows.s);
+            layer_norm(&layer.norm2, &mut rows.l2, &rows.s);
             feed_forward(&layer.ff, rows, FfInput::L2);
             add_into(&mut rows.y, &rows.l2, &rows.f);
         }
         NormPlacement::Pre => {
             // s = x + a;  l2 = LN2(s);  y = s + FF(l2)
             add_into(&mut rows.s, &rows.x, &rows.a);
-            layer_norm(&layer.norm2, &mut rows.l2, ln, &rows.s);
+            layer_norm(&layer.norm2, &mut rows.l2, &rows.s);
             feed_forward(&layer.ff, rows, FfInput::L2);
             add_into(&mut rows.y, &rows.s, &rows.f);
         }
         NormPlacement::Post => {
             // s = x + a;  x1 = LN1(s);  s2 = x1 + FF(x1);  y = LN2(s2)
             add_into(&mut rows.s, &rows.x, &rows.a);
-            layer_norm(&layer.norm1, &mut rows.l1, ln, &rows.s);
+            layer_norm(&layer.norm1, &mut rows.l1, &rows.s);
             feed_forward(&layer.ff, rows, FfInput::L1);
             add_into(&mut rows.s, &rows.l1, &rows.f);
-            layer_norm(&layer.norm2, &mut rows.y, ln, &rows.s);
+            layer_norm(&layer.norm2, &mut rows.y, &rows.s);
         }
     }
 }
@@ -572,7 +568,7 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     //    (and LN1(x)) are gathered, and everything else runs on them alone.
     let (full, last) = (&mut sc.full, &mut sc.last);
     if c.norm == NormPlacement::Pre {
-        layer_norm(&layer.norm1, &mut full.l1, &mut sc.ln, &full.x);
+        layer_norm(&layer.norm1, &mut full.l1, &full.x);
         project_kv(&mut sc.kt, &mut sc.v, layer, &full.l1, &sc.start);
         gather_rows(&mut last.l1, &full.l1, &sc.qrows);
     } else {
@@ -581,7 +577,7 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     gather_rows(&mut last.x, &full.x, &sc.qrows);
     match c.norm {
         NormPlacement::SasRec => {
-            layer_norm(&layer.norm1, &mut last.l1, &mut sc.ln, &last.x);
+            layer_norm(&layer.norm1, &mut last.l1, &last.x);
             project_q(&mut last.q, layer, &last.l1);
         }
         NormPlacement::Pre => project_q(&mut last.q, layer, &last.l1),
@@ -611,7 +607,7 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
     last.a.resize(&[nq, d]);
     layer.self_attn.out_proj.forward(&mut last.a, &last.ctx);
-    finish_block(layer, last, &mut sc.ln);
+    finish_block(layer, last);
 }
 
 /// `c = alpha * op(a) op(b)` for `(m, k, n)` on strided views: `a` is `(slice, row stride, column
@@ -662,11 +658,6 @@ fn gemm_strided<T: Float>(
 }
 
 multiversion! {
-    /// In-place softmax of one row with every entry visible: `x_j = e^(x_j - max) / sum`.
-    fn softmax_row<T: Float>(x: &mut [T]) => softmax_row_in_place
-}
-
-multiversion! {
     /// One attention row: `ctx = softmax_j(q . k_j * scale) v_j` over `nr` keys. `kt = (keys^T, row
     /// stride, first element)`: key `j`'s component `kk` at `first + kk * stride + j`; `v = (values, row
     /// stride, first element)`: value `j` at `first + j * stride`; `p`: scratch of at least `nr` entries,
@@ -685,7 +676,7 @@ fn attend_one_generic<T: Float>(
     scale: T,
 ) {
     // p[j] = scale * sum_kk q[kk] kt[kk][j]  (an axpy per component: contiguous, vectorised)
-    let (scores, pad) = p.split_at_mut(nr);
+    let scores = &mut p[..nr];
     scores.fill(T::ZERO);
     for (kk, &qk) in q.iter().enumerate() {
         let row = &kt[k0 + kk * ldk..k0 + kk * ldk + nr];
@@ -696,8 +687,7 @@ fn attend_one_generic<T: Float>(
     for s in scores.iter_mut() {
         *s *= scale;
     }
-    pad.fill(T::NEG_INFINITY);
-    softmax_row_in_place(p);
+    softmax_prefix(p, nr);
     ctx.fill(T::ZERO);
     for (j, &pj) in p[..nr].iter().enumerate() {
         let row = &v[v0 + j * ldv..v0 + j * ldv + ctx.len()];

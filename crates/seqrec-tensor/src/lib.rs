@@ -22,6 +22,8 @@
 //!   `matrixmultiply`); softmax and layer norm rows are compiled for AVX-512 / AVX2 / baseline and
 //!   picked at run time (no `target-cpu=native`), with a polynomial `f32` exp
 //!   ([`exp_approx_f32`], within 2 ulp). The [`reference`](mod@reference) oracle uses none of this.
+//!   Inference-only rows ([`layernorm_rows`], [`softmax_prefix`]) run hand-written AVX-512 `f32`
+//!   kernels on fused multiply-adds, so they may differ from the training kernels in the last bits.
 //! - Large inputs are split over rayon in chunks fixed by the shape (never by the thread count), so
 //!   results are identical on any number of threads; small inputs run serially.
 //!
@@ -50,6 +52,7 @@ mod elementwise;
 mod embedding;
 mod float;
 mod gemm;
+mod infer;
 mod layernorm;
 mod par;
 mod reduce;
@@ -76,6 +79,7 @@ pub use elementwise::{
 pub use embedding::{Padding, embedding_backward, embedding_forward};
 pub use float::Float;
 pub use gemm::{Transpose, gemm, gemm_batched, gemm_slice};
+pub use infer::{layernorm_rows, softmax_prefix};
 pub use layernorm::{layernorm_backward, layernorm_forward};
 pub use reduce::{Exclude, NO_ID, max, max_last, mean, mean_last, sq_norm, sum, sum_last, topk};
 pub use shape_ops::{concat, slice, slice_add, slice_assign, transpose};
