@@ -285,6 +285,7 @@ impl<T: Float> Bert4recNet<T> {
             eps: config.layer_norm_eps,
             zero_padded_outputs: false,
             mask_padded_keys: true,
+            output_projection: true,
             seed: splitmix64(seed ^ 0xB10C),
         };
         let mut encoder =

@@ -164,6 +164,10 @@ macro_rules! sasrec_config {
             /// is position `maxlen - 1`; `"first_item"`, Klenitskiy & Vasilev's right padding: the
             /// oldest item of the window is position 0).
             pub positions: Positions,
+            /// Project the attention's merged heads with `out_proj` (`true`: SASRec.pytorch, PyTorch's
+            /// `nn.MultiheadAttention`); `false`: no output projection, as in the SASRec paper
+            /// (`S = SA(E)` has no `W_O`) and its TensorFlow code.
+            pub output_projection: bool,
         }
 
         impl From<$name> for SasrecParts {
@@ -188,6 +192,7 @@ macro_rules! sasrec_config {
                     embedding_std: c.embedding_std,
                     scale_embeddings: c.scale_embeddings,
                     positions: c.positions,
+                    output_projection: c.output_projection,
                 }
             }
         }
@@ -214,6 +219,7 @@ macro_rules! sasrec_config {
                     embedding_std: c.embedding_std,
                     scale_embeddings: c.scale_embeddings,
                     positions: c.positions,
+                    output_projection: c.output_projection,
                 }
             }
         }
@@ -242,6 +248,7 @@ struct SasrecParts {
     embedding_std: Option<f64>,
     scale_embeddings: bool,
     positions: Positions,
+    output_projection: bool,
 }
 
 sasrec_config! {
@@ -298,6 +305,7 @@ impl Default for SasrecConfig {
             embedding_std: None,
             scale_embeddings: true,
             positions: Positions::Slot,
+            output_projection: true,
         }
     }
 }
@@ -324,6 +332,7 @@ impl Default for GsasrecConfig {
             embedding_std: None,
             scale_embeddings: true,
             positions: Positions::Slot,
+            output_projection: true,
         }
     }
 }
@@ -587,12 +596,15 @@ impl<T: Float> SasrecNet<T> {
             &mut rng,
         )
         .map_err(nn)?;
-        let block = TransformerBlockConfig::sasrec(
-            d,
-            config.heads,
-            config.dropout,
-            splitmix64(seed ^ 0xB10C),
-        );
+        let block = TransformerBlockConfig {
+            output_projection: config.output_projection,
+            ..TransformerBlockConfig::sasrec(
+                d,
+                config.heads,
+                config.dropout,
+                splitmix64(seed ^ 0xB10C),
+            )
+        };
         let mut encoder = TransformerEncoder::new("encoder", &block, config.blocks, true, &mut rng)
             .map_err(|e| ModelError::Config(e.to_string()))?;
         encoder.visit_params_mut(&mut |p| {

@@ -447,9 +447,18 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     }
     // 3. a = ctx Wo^T + bo
     rows.a.resize(&[n, d]);
-    layer.self_attn.out_proj.forward(&mut rows.a, &rows.ctx);
+    attention_output(layer, &mut rows.a, &mut rows.ctx);
     // 4-6. residuals, LN2 and the feed-forward.
     finish_block(layer, rows);
+}
+
+/// `a = ctx Wo^T + bo`, or `a = ctx` for a block without the output projection (the buffers are
+/// swapped: `ctx` is rewritten before its next use).
+fn attention_output<T: Float>(layer: &TransformerBlock<T>, a: &mut Tensor<T>, ctx: &mut Tensor<T>) {
+    match &layer.self_attn.out_proj {
+        Some(proj) => proj.forward(a, ctx),
+        None => std::mem::swap(a, ctx),
+    }
 }
 
 /// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
@@ -606,7 +615,7 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     }
     // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
     last.a.resize(&[nq, d]);
-    layer.self_attn.out_proj.forward(&mut last.a, &last.ctx);
+    attention_output(layer, &mut last.a, &mut last.ctx);
     finish_block(layer, last);
 }
 

@@ -2,7 +2,8 @@
 //! forward in eval mode (`score`, the oracle): random small networks with every parameter random
 //! (norms and biases too), SASRec, pre-LN and post-LN blocks, with and without the final norm, one and
 //! two heads, tied and separate output tables, input embeddings scaled by `sqrt(d)` or not, positions
-//! by slot or from the window's first item (also checking `score_trimmed`); batches of
+//! by slot or from the window's first item (also checking `score_trimmed`), with and without the
+//! attention's output projection; batches of
 //! 1, of at most the GEMV threshold (4), above it and above `batch_size`; histories empty, of length 1,
 //! shorter than, equal to and (truncated) longer than the window, mixed in one batch, and windows whose
 //! last slot is padding.
@@ -28,9 +29,11 @@ struct Variant {
     scaled: bool,
     /// Positions counted from the window's first item (`Positions::FirstItem`) or by slot.
     first_item: bool,
+    /// The attention's output projection (`false`: the SASRec paper's block).
+    out_proj: bool,
 }
 
-const VARIANTS: [Variant; 6] = [
+const VARIANTS: [Variant; 8] = [
     Variant {
         norm: NormPlacement::SasRec,
         final_norm: true,
@@ -38,6 +41,7 @@ const VARIANTS: [Variant; 6] = [
         tied: true,
         scaled: true,
         first_item: false,
+        out_proj: true,
     },
     Variant {
         norm: NormPlacement::SasRec,
@@ -46,6 +50,7 @@ const VARIANTS: [Variant; 6] = [
         tied: false,
         scaled: false,
         first_item: true,
+        out_proj: true,
     },
     Variant {
         norm: NormPlacement::Pre,
@@ -54,6 +59,7 @@ const VARIANTS: [Variant; 6] = [
         tied: true,
         scaled: true,
         first_item: true,
+        out_proj: true,
     },
     Variant {
         norm: NormPlacement::Pre,
@@ -62,6 +68,7 @@ const VARIANTS: [Variant; 6] = [
         tied: true,
         scaled: true,
         first_item: false,
+        out_proj: true,
     },
     Variant {
         norm: NormPlacement::Post,
@@ -70,6 +77,7 @@ const VARIANTS: [Variant; 6] = [
         tied: true,
         scaled: true,
         first_item: false,
+        out_proj: true,
     },
     Variant {
         norm: NormPlacement::Post,
@@ -78,6 +86,25 @@ const VARIANTS: [Variant; 6] = [
         tied: false,
         scaled: false,
         first_item: true,
+        out_proj: true,
+    },
+    Variant {
+        norm: NormPlacement::SasRec,
+        final_norm: true,
+        heads: 2,
+        tied: true,
+        scaled: true,
+        first_item: false,
+        out_proj: false,
+    },
+    Variant {
+        norm: NormPlacement::Pre,
+        final_norm: true,
+        heads: 1,
+        tied: false,
+        scaled: true,
+        first_item: true,
+        out_proj: false,
     },
 ];
 
@@ -97,6 +124,7 @@ fn config(v: Variant, maxlen: usize, blocks: usize) -> SasrecConfig {
         } else {
             Positions::Slot
         },
+        output_projection: v.out_proj,
         ..SasrecConfig::default()
     }
 }
@@ -109,6 +137,7 @@ fn net<T: Float>(v: Variant, maxlen: usize, blocks: usize, seed: u64) -> SasrecN
     if v.norm != NormPlacement::SasRec || !v.final_norm {
         let mut block = TransformerBlockConfig::sasrec(cfg.hidden, cfg.heads, cfg.dropout, 3);
         block.norm = v.norm;
+        block.output_projection = v.out_proj;
         net.encoder =
             TransformerEncoder::new("encoder", &block, blocks, v.final_norm, &mut rng).unwrap();
     }

@@ -3,7 +3,9 @@
 //!
 //! Parameters use PyTorch's names and layouts: `in_proj_weight` `[3d, d]` (rows `0..d` project the query,
 //! `d..2d` the key, `2d..3d` the value), `in_proj_bias` `[3d]`, `out_proj.weight` `[d, d]`,
-//! `out_proj.bias` `[d]`. Scores are scaled by `1 / sqrt(d_head)`.
+//! `out_proj.bias` `[d]`. Scores are scaled by `1 / sqrt(d_head)`. Without the output projection
+//! ([`MultiheadAttention::without_output_projection`], the SASRec paper's and reference code's
+//! attention) the merged heads are the output and `out_proj` is not a parameter.
 //!
 //! Query and key/value inputs are separate (`forward(out, cache, x_q, x_kv, ..)`) because SASRec's block
 //! attends from `LayerNorm(x)` to `x`; for plain self-attention pass the same tensor twice and add the two
@@ -158,8 +160,9 @@ pub struct MultiheadAttention<T> {
     pub in_proj_weight: Param<T>,
     /// Packed q, k, v projection biases, `[3d]`.
     pub in_proj_bias: Param<T>,
-    /// Output projection (`out_proj.weight` `[d, d]`, `out_proj.bias` `[d]`).
-    pub out_proj: Linear<T>,
+    /// Output projection (`out_proj.weight` `[d, d]`, `out_proj.bias` `[d]`); `None`: the merged
+    /// heads are the output.
+    pub out_proj: Option<Linear<T>>,
     config: MhaConfig,
 }
 
@@ -295,9 +298,17 @@ impl<T: Float> MultiheadAttention<T> {
         Ok(Self {
             in_proj_weight,
             in_proj_bias,
-            out_proj,
+            out_proj: Some(out_proj),
             config,
         })
+    }
+
+    /// The same layer without its output projection: `out = merge_heads(heads)`, as in the SASRec
+    /// paper (`S = SA(E)` has no `W_O`) and its reference code. The projection is still drawn by
+    /// [`MultiheadAttention::new`], so the other parameters come out the same for a given seed.
+    pub fn without_output_projection(mut self) -> Self {
+        self.out_proj = None;
+        self
     }
 
     /// The validated configuration.
@@ -434,9 +445,12 @@ impl<T: Float> MultiheadAttention<T> {
         if h > 1 {
             merge_heads(&mut cache.ctx, &cache.ctx_heads, h);
         }
-        // 8. out = ctx Wo^T + bo
+        // 8. out = ctx Wo^T + bo  (out = ctx without the projection)
         let ctx = if h > 1 { &cache.ctx } else { &cache.ctx_heads };
-        self.out_proj.forward(out, ctx);
+        match &self.out_proj {
+            Some(proj) => proj.forward(out, ctx),
+            None => out.as_mut_slice().copy_from_slice(ctx.as_slice()),
+        }
         // 9. out[dead rows] = 0
         if cache.any_dead {
             zero_rows(out, &cache.live);
@@ -486,13 +500,20 @@ impl<T: Float> MultiheadAttention<T> {
         };
         // 8. out = ctx Wo^T + bo  =>  dWo += dy^T ctx, dbo += sum dy, dctx = dy Wo
         //    (one head: dctx is written straight into dheads[v slot] reused below as dctx_heads scratch)
+        //    (without the projection dctx = dy)
         let [dq, dk, dv] = &mut cache.dheads;
         if h > 1 {
-            self.out_proj.backward(Some(&mut cache.tmp), dy, &cache.ctx);
+            match &mut self.out_proj {
+                Some(proj) => proj.backward(Some(&mut cache.tmp), dy, &cache.ctx),
+                None => cache.tmp.as_mut_slice().copy_from_slice(dy.as_slice()),
+            }
             // 7. ctx = merge_heads(ctx_heads)  =>  dctx_heads = split_heads(dctx)
             split_heads(dq, &mut cache.tmp, h);
         } else {
-            self.out_proj.backward(Some(dq), dy, &cache.ctx_heads);
+            match &mut self.out_proj {
+                Some(proj) => proj.backward(Some(dq), dy, &cache.ctx_heads),
+                None => dq.as_mut_slice().copy_from_slice(dy.as_slice()),
+            }
         }
         // dq temporarily holds dctx_heads [batch, heads, seq, d_head].
         let dctx_heads = &*dq;
@@ -767,13 +788,17 @@ impl<T: Float> Module<T> for MultiheadAttention<T> {
     fn visit_params(&self, f: &mut dyn FnMut(&Param<T>)) {
         f(&self.in_proj_weight);
         f(&self.in_proj_bias);
-        self.out_proj.visit_params(f);
+        if let Some(proj) = &self.out_proj {
+            proj.visit_params(f);
+        }
     }
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param<T>)) {
         f(&mut self.in_proj_weight);
         f(&mut self.in_proj_bias);
-        self.out_proj.visit_params_mut(f);
+        if let Some(proj) = &mut self.out_proj {
+            proj.visit_params_mut(f);
+        }
     }
 }
 

@@ -92,6 +92,10 @@ pub struct TransformerBlockConfig {
     /// exactly: its attention has only the causal mask, so real queries also attend to the (zeroed)
     /// padded positions, and the flags only zero the outputs.
     pub mask_padded_keys: bool,
+    /// Project the merged attention heads with `out_proj` (`true`, PyTorch's `nn.MultiheadAttention`
+    /// and SASRec.pytorch); `false`: the heads are the attention output, as in the SASRec paper and
+    /// its reference code.
+    pub output_projection: bool,
     /// Seed of the dropout masks of this block (each site derives its own).
     pub seed: u64,
 }
@@ -111,6 +115,7 @@ impl TransformerBlockConfig {
             eps: 1e-8,
             zero_padded_outputs: true,
             mask_padded_keys: true,
+            output_projection: true,
             seed,
         }
     }
@@ -306,8 +311,13 @@ impl<T: Float> TransformerBlock<T> {
         rng: &mut Rng,
     ) -> Result<Self, AttnConfigError> {
         config.validate()?;
+        let self_attn = MultiheadAttention::new(&join(prefix, "self_attn"), config.mha(), rng)?;
         Ok(Self {
-            self_attn: MultiheadAttention::new(&join(prefix, "self_attn"), config.mha(), rng)?,
+            self_attn: if config.output_projection {
+                self_attn
+            } else {
+                self_attn.without_output_projection()
+            },
             ff: FeedForward::new(prefix, config.ff(), rng)?,
             norm1: LayerNorm::new(&join(prefix, "norm1"), config.d_model, config.eps),
             norm2: LayerNorm::new(&join(prefix, "norm2"), config.d_model, config.eps),

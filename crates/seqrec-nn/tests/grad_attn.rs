@@ -97,7 +97,7 @@ fn check_mha(
     let mut m = MultiheadAttention::<f64>::new("attn", config.clone(), &mut rng).unwrap();
     // Non-zero biases so their gradients and the dead-row rule are exercised.
     m.in_proj_bias.value = rng.uniform_tensor(&[3 * d], 0.5);
-    m.out_proj.bias.as_mut().unwrap().value = rng.uniform_tensor(&[d], 0.5);
+    m.out_proj.as_mut().unwrap().bias.as_mut().unwrap().value = rng.uniform_tensor(&[d], 0.5);
     let mut xq = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
     let mut xkv = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
     let r = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
@@ -165,7 +165,7 @@ fn mha_fully_masked_rows_are_zero_and_weights_are_distributions() {
         seed: 0,
     };
     let mut m = MultiheadAttention::<f64>::new("a", config.clone(), &mut rng).unwrap();
-    m.out_proj.bias.as_mut().unwrap().value = Tensor::full(&[4], 0.7);
+    m.out_proj.as_mut().unwrap().bias.as_mut().unwrap().value = Tensor::full(&[4], 0.7);
     let (b, t) = (2, 4);
     let x = rng.normal_tensor::<f64>(&[b, t, 4], 1.0);
     // Sequence 0: all padding. Sequence 1: left-padded by 2.
@@ -215,7 +215,14 @@ fn mha_fully_masked_rows_are_zero_and_weights_are_distributions() {
     // d out_proj.bias = number of live rows (dead rows pass no gradient).
     let live_count = live.iter().filter(|&&l| l).count() as f64;
     assert_eq!(
-        m.out_proj.bias.as_ref().unwrap().grad.as_slice(),
+        m.out_proj
+            .as_ref()
+            .unwrap()
+            .bias
+            .as_ref()
+            .unwrap()
+            .grad
+            .as_slice(),
         [live_count; 4]
     );
     assert!(dq.as_slice()[..16].iter().all(|&v| v == 0.0));
@@ -388,6 +395,7 @@ fn block_config(
         eps: 1e-5,
         zero_padded_outputs: zero_padded,
         mask_padded_keys: true,
+        output_projection: true,
         seed: 42,
     }
 }

@@ -71,8 +71,15 @@ fn expected_tensors(case: &str, layers: usize) -> Vec<String> {
             "x_q",
             "x_kv",
         ]),
+        "mha_causal_no_out_proj" => s(&["attn.in_proj_weight", "attn.in_proj_bias", "x_q", "x_kv"]),
         "block_post" | "block_pre" | "block_sasrec" => {
             let mut v = block("block");
+            v.push("x".into());
+            v
+        }
+        "block_sasrec_paper" => {
+            let mut v = block("block");
+            v.retain(|n| !n.contains("out_proj"));
             v.push("x".into());
             v
         }

@@ -230,6 +230,7 @@ fn check_encoder_layer(name: &str, norm: NormPlacement) {
         norm,
         eps: fx.cfg("eps"),
         zero_padded_outputs: false,
+        output_projection: true,
         mask_padded_keys: true,
         seed: 0,
     };

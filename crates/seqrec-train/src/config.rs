@@ -381,6 +381,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "Position numbering: slot (SASRec's code: the last item is position maxlen-1) or first_item (right padding, Klenitskiy & Vasilev: the oldest item is 0).",
     ),
     (
+        "sasrec",
+        "model.output_projection",
+        "Project the attention heads with out_proj (true, SASRec.pytorch and PyTorch nn.MultiheadAttention; false, the SASRec paper and its TensorFlow code, which have no W_O).",
+    ),
+    (
         "gsasrec",
         "model.hidden",
         "Embedding and hidden width d (64).",
@@ -466,6 +471,11 @@ pub const MODEL_FIELD_DOCS: &[(&str, &str, &str)] = &[
         "gsasrec",
         "model.positions",
         "Position numbering: slot (SASRec's code: the last item is position maxlen-1) or first_item (right padding, Klenitskiy & Vasilev: the oldest item is 0).",
+    ),
+    (
+        "gsasrec",
+        "model.output_projection",
+        "Project the attention heads with out_proj (true, SASRec.pytorch and PyTorch nn.MultiheadAttention; false, the SASRec paper and its TensorFlow code, which have no W_O).",
     ),
     (
         "bert4rec",

@@ -161,9 +161,15 @@ pub const CASES: &[SuiteCase] = &[
     case("feed_forward", "FeedForward", feed_forward),
     case("mha_causal", "MultiheadAttention", mha_causal),
     case("mha_bidirectional", "MultiheadAttention", mha_bidirectional),
+    case(
+        "mha_causal_no_out_proj",
+        "MultiheadAttention",
+        mha_causal_no_out_proj,
+    ),
     case("block_post", "TransformerBlock", block_post),
     case("block_pre", "TransformerBlock", block_pre),
     case("block_sasrec", "TransformerBlock", block_sasrec),
+    case("block_sasrec_paper", "TransformerBlock", block_sasrec_paper),
     case("sasrec_encoder", "TransformerEncoder", sasrec_encoder),
     case("gru", "Gru", gru),
     case("lstm", "Lstm", lstm),
@@ -505,7 +511,23 @@ pub fn mha_bidirectional(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<G
     mha(s, seed, tol, AttentionMask::Bidirectional)
 }
 
+/// [`MultiheadAttention::without_output_projection`] (causal, the SASRec paper's attention):
+/// `in_proj_*`, `x_q`, `x_kv`.
+pub fn mha_causal_no_out_proj(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
+    mha_with(s, seed, tol, AttentionMask::Causal, false)
+}
+
 fn mha(s: &SuiteShape, seed: u64, tol: GradTolerance, mask: AttentionMask) -> Vec<GradError> {
+    mha_with(s, seed, tol, mask, true)
+}
+
+fn mha_with(
+    s: &SuiteShape,
+    seed: u64,
+    tol: GradTolerance,
+    mask: AttentionMask,
+    output_projection: bool,
+) -> Vec<GradError> {
     let mut rng = Rng::new(seed);
     let (b, t, d) = (s.batch, s.seq, s.width);
     let config = MhaConfig {
@@ -519,7 +541,11 @@ fn mha(s: &SuiteShape, seed: u64, tol: GradTolerance, mask: AttentionMask) -> Ve
         MultiheadAttention::<f64>::new("attn", config.clone(), &mut rng).expect("validated shape");
     // Non-zero biases, so their gradients and the dead-row rule are exercised.
     m.in_proj_bias.value = rng.uniform_tensor(&[3 * d], 0.5);
-    m.out_proj.bias.as_mut().expect("built with bias").value = rng.uniform_tensor(&[d], 0.5);
+    let bias = rng.uniform_tensor(&[d], 0.5);
+    match (&mut m.out_proj, output_projection) {
+        (Some(proj), true) => proj.bias.as_mut().expect("built with bias").value = bias,
+        _ => m.out_proj = None,
+    }
     let mut xq = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
     let mut xkv = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
     let r = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
@@ -565,6 +591,7 @@ pub fn block_post(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradErro
         eps: 1e-5,
         zero_padded_outputs: false,
         mask_padded_keys: true,
+        output_projection: true,
         seed,
     };
     block(s, seed, tol, config)
@@ -580,6 +607,16 @@ pub fn block_pre(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError
         mask: AttentionMask::Causal,
         norm: NormPlacement::Pre,
         zero_padded_outputs: true,
+        ..TransformerBlockConfig::sasrec(s.width, s.heads, 0.0, seed)
+    };
+    block(s, seed, tol, config)
+}
+
+/// [`TransformerBlock`] as [`block_sasrec`] without the attention's output projection (the SASRec
+/// paper's block): its 10 parameters and `x`.
+pub fn block_sasrec_paper(s: &SuiteShape, seed: u64, tol: GradTolerance) -> Vec<GradError> {
+    let config = TransformerBlockConfig {
+        output_projection: false,
         ..TransformerBlockConfig::sasrec(s.width, s.heads, 0.0, seed)
     };
     block(s, seed, tol, config)
