@@ -316,56 +316,46 @@ mod tests {
         assert!((row[3] as f64 - e3 / (1.0 + e3)).abs() < 1e-7);
     }
 
+    /// The training kernel (`layernorm_forward`) on rows of `c`: `[out]` and the inference kernel's.
+    fn both_kernels<T: Float>(x: &[f64], g: &[f64], b: &[f64], c: usize) -> (Vec<T>, Vec<T>) {
+        let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
+        let (x, g, b) = (cast(x), cast(g), cast(b));
+        let rows = x.len() / c;
+        let tensor = |v: &[T], shape: &[usize]| crate::Tensor::from_vec(shape, v.to_vec()).unwrap();
+        let mut want = crate::Tensor::zeros(&[rows, c]);
+        let (mut mean, mut rstd) = (crate::Tensor::zeros(&[rows]), crate::Tensor::zeros(&[rows]));
+        let eps = T::from_f64(1e-8);
+        crate::layernorm_forward(
+            &mut want,
+            &mut mean,
+            &mut rstd,
+            &tensor(&x, &[rows, c]),
+            &tensor(&g, &[c]),
+            &tensor(&b, &[c]),
+            eps,
+        );
+        let mut got = vec![T::ZERO; rows * c];
+        layernorm_rows(&mut got, &x, &g, &b, eps);
+        (want.as_slice().to_vec(), got)
+    }
+
     #[test]
     fn layernorm_rows_match_the_training_kernel() {
         for c in [1, 7, 16, 17, 33, 50, 64, 65, 100] {
-            let rows = 5;
-            let x = values(rows * c, c as u64, 3.0);
+            let x = values(5 * c, c as u64, 3.0);
             let g = values(c, 7 + c as u64, 1.5);
             let b = values(c, 11 + c as u64, 0.5);
-            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
-            let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
-            // The training kernel, on the same f32 inputs.
-            let tensor =
-                |v: &[f32], shape: &[usize]| crate::Tensor::from_vec(shape, v.to_vec()).unwrap();
-            let mut want = crate::Tensor::zeros(&[rows, c]);
-            let (mut mean, mut rstd) =
-                (crate::Tensor::zeros(&[rows]), crate::Tensor::zeros(&[rows]));
-            crate::layernorm_forward(
-                &mut want,
-                &mut mean,
-                &mut rstd,
-                &tensor(&x32, &[rows, c]),
-                &tensor(&g32, &[c]),
-                &tensor(&b32, &[c]),
-                1e-8,
-            );
-            let mut got = vec![0.0f32; rows * c];
-            layernorm_rows(&mut got, &x32, &g32, &b32, 1e-8);
-            for (j, (&a, &w)) in got.iter().zip(want.as_slice()).enumerate() {
+            // f32 on an AVX-512 CPU: the register kernel, within a few ulp of the training kernel.
+            let (want, got) = both_kernels::<f32>(&x, &g, &b, c);
+            for (j, (&a, &w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - w).abs() <= 2e-6 * (1.0 + w.abs()),
                     "c {c}, element {j}: {a} against the training kernel's {w}"
                 );
             }
             // f64 takes the training kernel itself: exactly equal.
-            let mut want64 = crate::Tensor::zeros(&[rows, c]);
-            let (mut m64, mut r64) = (crate::Tensor::zeros(&[rows]), crate::Tensor::zeros(&[rows]));
-            let t64 =
-                |v: &[f64], shape: &[usize]| crate::Tensor::from_vec(shape, v.to_vec()).unwrap();
-            crate::layernorm_forward(
-                &mut want64,
-                &mut m64,
-                &mut r64,
-                &t64(&x, &[rows, c]),
-                &t64(&g, &[c]),
-                &t64(&b, &[c]),
-                1e-8,
-            );
-            let mut got64 = vec![0.0f64; rows * c];
-            layernorm_rows(&mut got64, &x, &g, &b, 1e-8);
-            assert_eq!(got64.as_slice(), want64.as_slice(), "c {c}: f64");
+            let (want, got) = both_kernels::<f64>(&x, &g, &b, c);
+            assert_eq!(got, want, "c {c}: f64");
         }
     }
 
