@@ -131,6 +131,7 @@ fn benches(c: &mut Criterion) {
         eps: 1e-5,
         zero_padded_outputs: false,
         mask_padded_keys: true,
+        output_projection: true,
         seed: 7,
     };
     bench_stack(c, "post_ln", post, false);
