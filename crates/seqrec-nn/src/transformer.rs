@@ -94,7 +94,8 @@ pub struct TransformerBlockConfig {
     pub mask_padded_keys: bool,
     /// Project the merged attention heads with `out_proj` (`true`, PyTorch's `nn.MultiheadAttention`
     /// and SASRec.pytorch); `false`: the heads are the attention output, as in the SASRec paper and
-    /// its reference code.
+    /// its reference code. Such a block has no `out_proj` tensors; PyTorch's `nn.MultiheadAttention`
+    /// reproduces it with an identity `out_proj.weight` and a zero `out_proj.bias`.
     pub output_projection: bool,
     /// Seed of the dropout masks of this block (each site derives its own).
     pub seed: u64,
