@@ -33,7 +33,7 @@
 
 use seqrec_nn::{Activation, FeedForward};
 use seqrec_nn::{AttentionMask, LayerNorm, NormPlacement, TransformerBlock};
-use seqrec_tensor::simd::{LANES, lane_dot};
+use seqrec_tensor::simd::{LANES, as_f32, as_f32_mut, lane_dot};
 use seqrec_tensor::{
     Float, Tensor, Transpose, gelu_forward, gemm_slice, layernorm_rows, multiversion, relu_forward,
     softmax_prefix,
@@ -447,18 +447,9 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     }
     // 3. a = ctx Wo^T + bo
     rows.a.resize(&[n, d]);
-    attention_output(layer, &mut rows.a, &mut rows.ctx);
+    layer.self_attn.project_output(&mut rows.a, &rows.ctx);
     // 4-6. residuals, LN2 and the feed-forward.
     finish_block(layer, rows);
-}
-
-/// `a = ctx Wo^T + bo`, or `a = ctx` for a block without the output projection (the buffers are
-/// swapped: `ctx` is rewritten before its next use).
-fn attention_output<T: Float>(layer: &TransformerBlock<T>, a: &mut Tensor<T>, ctx: &mut Tensor<T>) {
-    match &layer.self_attn.out_proj {
-        Some(proj) => proj.forward(a, ctx),
-        None => std::mem::swap(a, ctx),
-    }
 }
 
 /// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
@@ -615,7 +606,7 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l
     }
     // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
     last.a.resize(&[nq, d]);
-    attention_output(layer, &mut last.a, &mut last.ctx);
+    layer.self_attn.project_output(&mut last.a, &last.ctx);
     finish_block(layer, last);
 }
 
@@ -712,18 +703,9 @@ fn attend_one_generic<T: Float>(
 /// rows of `d = 50`).
 fn gemv_rows<T: Float>(out: &mut [T], table: &[T], h: &[T], d: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    if let (Some(o), Some(t), Some(hh)) = (as_f32_mut(out), as_f32(table), as_f32(h))
         && std::arch::is_x86_feature_detected!("avx512f")
     {
-        // SAFETY: T is f32 (the type ids are equal), so each slice is reinterpreted as the same
-        // number of f32 at the same address; the mutable one keeps its unique borrow.
-        let (o, t, hh) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()),
-                std::slice::from_raw_parts(table.as_ptr().cast::<f32>(), table.len()),
-                std::slice::from_raw_parts(h.as_ptr().cast::<f32>(), h.len()),
-            )
-        };
         // SAFETY: AVX-512F was detected on this CPU just above.
         unsafe { gemv_rows_avx512(o, t, hh, d) };
         return;

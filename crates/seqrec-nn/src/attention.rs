@@ -311,6 +311,15 @@ impl<T: Float> MultiheadAttention<T> {
         self
     }
 
+    /// Step 8 of the forward: `out = ctx Wo^T + bo`, or `out = ctx` without the output projection
+    /// (`ctx`: the merged heads, any shape of `out`'s length). Public for inference-only forwards.
+    pub fn project_output(&self, out: &mut Tensor<T>, ctx: &Tensor<T>) {
+        match &self.out_proj {
+            Some(proj) => proj.forward(out, ctx),
+            None => out.as_mut_slice().copy_from_slice(ctx.as_slice()),
+        }
+    }
+
     /// The validated configuration.
     pub fn config(&self) -> &MhaConfig {
         &self.config
@@ -447,10 +456,7 @@ impl<T: Float> MultiheadAttention<T> {
         }
         // 8. out = ctx Wo^T + bo  (out = ctx without the projection)
         let ctx = if h > 1 { &cache.ctx } else { &cache.ctx_heads };
-        match &self.out_proj {
-            Some(proj) => proj.forward(out, ctx),
-            None => out.as_mut_slice().copy_from_slice(ctx.as_slice()),
-        }
+        self.project_output(out, ctx);
         // 9. out[dead rows] = 0
         if cache.any_dead {
             zero_rows(out, &cache.live);

@@ -16,11 +16,11 @@
 //! `with_dropout(p)` and the cache holds a training key: the mask is regenerated from the key in the
 //! backward pass (`seqrec_tensor::dropout_forward` / `dropout_backward`), so nothing extra is stored.
 
-use std::any::TypeId;
 use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
+use seqrec_tensor::simd::as_f32_mut;
 use seqrec_tensor::{
     DropoutKey, Float, Tensor, Transpose, add_bias, dropout_backward, dropout_forward, gemm,
     gemm_slice, sigmoid_scalar, splitmix64, transpose,
@@ -1154,17 +1154,6 @@ fn add_col_sums<T: Float>(db: &mut [T], m: &[T]) {
         }
     }
     body(db, m)
-}
-
-/// Views a slice of `T` as `f32` when `T` is `f32`.
-fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: `T` and `f32` have the same `TypeId`, so they are the same type: the pointer, length and
-        // lifetime of `v` describe a valid, uniquely borrowed `[f32]`.
-        Some(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
-    } else {
-        None
-    }
 }
 
 /// `e^x` for `f32` in plain arithmetic, so loops over it vectorise (std's `expf` is a libm call):

@@ -9,7 +9,7 @@
 //! kernels and matches them exactly.
 
 use crate::Float;
-use crate::simd::{self, softmax_row_in_place};
+use crate::simd::{self, as_f32, as_f32_mut, softmax_row_in_place};
 
 /// Widest layer-norm row the AVX-512 kernel holds in registers (four vectors).
 const LN_MAX_COLS: usize = 64;
@@ -90,22 +90,6 @@ crate::multiversion! {
     fn softmax_prefix_multi<T: Float>(row: &mut [T], visible: usize) => softmax_prefix_generic
 }
 
-/// `xs` as `f32` when `T` is `f32`.
-fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32 (the type ids are equal): the same elements at the same address.
-        unsafe { std::slice::from_raw_parts(xs.as_ptr().cast::<f32>(), xs.len()) }
-    })
-}
-
-/// `xs` as mutable `f32` when `T` is `f32`.
-fn as_f32_mut<T: Float>(xs: &mut [T]) -> Option<&mut [f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32 (the type ids are equal); the unique borrow moves into the new slice.
-        unsafe { std::slice::from_raw_parts_mut(xs.as_mut_ptr().cast::<f32>(), xs.len()) }
-    })
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -116,29 +100,19 @@ mod avx512 {
         ((1u32 << valid) - 1) as u16
     }
 
-    /// e^x per lane: `simd::exp_approx_f32`'s Cephes polynomial on fused multiply-adds (0 below
-    /// -87.3, where `f32::exp` is subnormal or 0).
+    /// e^x per lane: [`crate::simd::exp_approx_f32`]'s polynomial and constants on fused
+    /// multiply-adds (0 below -87.3, where `f32::exp` is subnormal or 0).
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        const MAGIC: f32 = 12_582_912.0;
-        const LOW: f32 = -87.336_55;
-        let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LOW)), _mm512_set1_ps(88.0));
+        use crate::simd::expf::*;
+        let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LOW)), _mm512_set1_ps(HIGH));
         // t = xc log2(e) + 1.5 2^23 rounds n = round(xc log2 e) into t's low mantissa bits.
         let t = _mm512_fmadd_ps(xc, _mm512_set1_ps(LOG2E), _mm512_set1_ps(MAGIC));
         let n = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), xc);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let mut p = _mm512_set1_ps(POLY[0]);
+        for &c in &POLY[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         // y = p r^2 + r + 1

@@ -20,26 +20,58 @@ pub const LANES: usize = 16;
 /// `|r| <= ln 2 / 2`, degree-6 polynomial for `e^r`, and `2^n` assembled in the exponent bits.
 #[inline(always)]
 pub fn exp_approx_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.336_55, 88.0);
+    use expf::*;
+    let xc = x.clamp(LOW, HIGH);
     let t = xc * LOG2E + MAGIC;
     let n = t - MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let mut p = POLY[0];
+    for c in &POLY[1..] {
+        p = p * r + c;
+    }
     let y = p * r * r + r + 1.0;
     let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
     let scale = f32::from_bits(((ni + 127) << 23) as u32);
     let e = y * scale;
-    if x < -87.336_55 { 0.0 } else { e }
+    if x < LOW { 0.0 } else { e }
+}
+
+/// The constants of [`exp_approx_f32`], shared with the AVX-512 exponential of the inference kernels.
+pub(crate) mod expf {
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    /// `ln 2` in two parts, for an exact range reduction.
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    pub const MAGIC: f32 = 12_582_912.0;
+    /// Below `LOW` the result is 0; inputs are clamped to `[LOW, HIGH]`.
+    pub const LOW: f32 = -87.336_55;
+    pub const HIGH: f32 = 88.0;
+    /// The polynomial for `(e^r - 1 - r) / r^2`, highest degree first.
+    pub const POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
+/// `xs` as `f32` when `T` is `f32` (for kernels with an `f32`-only fast path).
+pub fn as_f32<T: Float>(xs: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (the type ids are equal): the same elements at the same address.
+        unsafe { std::slice::from_raw_parts(xs.as_ptr().cast::<f32>(), xs.len()) }
+    })
+}
+
+/// `xs` as mutable `f32` when `T` is `f32`.
+pub fn as_f32_mut<T: Float>(xs: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (the type ids are equal); the unique borrow moves into the new slice.
+        unsafe { std::slice::from_raw_parts_mut(xs.as_mut_ptr().cast::<f32>(), xs.len()) }
+    })
 }
 
 /// Generates `$name`, which runs `$generic` (an `#[inline(always)]` function generic over
