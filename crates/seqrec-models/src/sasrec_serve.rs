@@ -21,6 +21,11 @@
 //!   [`ServeScratch`], owned by the network and resized in place (storage only grows), so a warm
 //!   server allocates nothing per call. Histories run in groups of about [`GROUP_ROWS`] packed
 //!   positions, so that a large batch keeps its activations in cache.
+//! - **Parts on threads.** A batch of at least two groups' worth of positions is split into
+//!   contiguous parts of about equal work, [`PARTS_PER_THREAD`] per thread of the current rayon pool
+//!   (the server's `--model-threads`, the evaluation's `--threads`), each with its own buffers. Every history is
+//!   computed on its own, so the split changes no result (bit-identical on 1, 2 or 3 threads,
+//!   tested).
 //! - **Item scoring** (`hidden [b, d] x table^T`): up to [`GEMV_MAX_ROWS`] rows run a matrix-vector
 //!   kernel that streams the item table once (a GEMM would first pack the whole table, which costs as
 //!   much as the product itself for one row); larger batches use the GEMM.
@@ -31,8 +36,9 @@
 //! forward in eval mode) for every norm placement, batch sizes around the GEMV threshold and histories
 //! of every length.
 
+use rayon::prelude::*;
 use seqrec_nn::{Activation, FeedForward};
-use seqrec_nn::{AttentionMask, LayerNorm, NormPlacement, TransformerBlock};
+use seqrec_nn::{AttentionMask, LayerNorm, NormPlacement, TransformerBlock, TransformerEncoder};
 use seqrec_tensor::simd::{LANES, as_f32, as_f32_mut, lane_dot};
 use seqrec_tensor::{
     Float, Tensor, Transpose, gelu_forward, gemm_slice, layernorm_rows, multiversion, relu_forward,
@@ -48,6 +54,9 @@ const TILE: usize = 16;
 /// Packed positions per group of histories (a group's activations, about a dozen `[rows, d]`
 /// buffers, then stay within a core's L2 cache at `d = 50`).
 const GROUP_ROWS: usize = 512;
+
+/// Parts of a batch per thread of the pool, when there is more than one (see [`split_parts`]).
+const PARTS_PER_THREAD: usize = 4;
 
 /// Up to this many histories per call, the item scores are computed by the matrix-vector kernel.
 pub(super) const GEMV_MAX_ROWS: usize = 4;
@@ -97,10 +106,36 @@ impl<T: Float> Rows<T> {
     }
 }
 
-/// Buffers of the serving forward, kept between calls (see the module docs). `n` is the number of
-/// real positions of the current group, `q` the number of its histories whose last slot is real.
+/// Buffers of the serving forward, kept between calls (see the module docs): one [`PartScratch`] per
+/// part of the batch that runs on its own thread, and the final hidden states.
 #[derive(Clone, Debug)]
 pub(super) struct ServeScratch<T> {
+    parts: Vec<PartScratch<T>>,
+    /// `[b, d]`: final hidden state of every history (the scoring input).
+    h: Tensor<T>,
+    /// `[1, d]`: a zero row, and the final hidden state of a history whose last slot is padding
+    /// (`LN_final(0)`).
+    zero: Tensor<T>,
+    h_pad: Tensor<T>,
+}
+
+impl<T: Float> ServeScratch<T> {
+    /// Empty buffers (they grow on first use).
+    pub(super) fn new() -> Self {
+        let z = || Tensor::zeros(&[0, 1]);
+        Self {
+            parts: Vec::new(),
+            h: z(),
+            zero: z(),
+            h_pad: z(),
+        }
+    }
+}
+
+/// The buffers of one part of a batch, reused group after group. `n` is the number of real positions
+/// of the current group, `q` the number of its histories whose last slot is real.
+#[derive(Clone, Debug)]
+struct PartScratch<T> {
     /// `[g + 1]` for the `g` histories of the group: history `r`'s packed rows are
     /// `start[r]..start[r + 1]`.
     start: Vec<usize>,
@@ -123,17 +158,10 @@ pub(super) struct ServeScratch<T> {
     probs: Vec<T>,
     /// `[q, d]`: final hidden state of the group's query rows.
     hq: Tensor<T>,
-    /// `[b, d]`: final hidden state of every history (the scoring input).
-    h: Tensor<T>,
-    /// `[1, d]`: a zero row, and the final hidden state of a history whose last slot is padding
-    /// (`LN_final(0)`).
-    zero: Tensor<T>,
-    h_pad: Tensor<T>,
 }
 
-impl<T: Float> ServeScratch<T> {
-    /// Empty buffers (they grow on first use).
-    pub(super) fn new() -> Self {
+impl<T: Float> PartScratch<T> {
+    fn new() -> Self {
         let z = || Tensor::zeros(&[0, 1]);
         Self {
             start: Vec::new(),
@@ -147,9 +175,6 @@ impl<T: Float> ServeScratch<T> {
             v: z(),
             probs: Vec::new(),
             hq: z(),
-            h: z(),
-            zero: z(),
-            h_pad: z(),
         }
     }
 }
@@ -167,16 +192,23 @@ impl<T: Float> SasrecNet<T> {
     /// The serving forward on `b` histories `[b, maxlen]` (ids already checked): `scores [b, cols]`.
     pub(super) fn score_packed(&mut self, histories: &[u32], b: usize, scores: &mut [T]) {
         let (l, d, cols) = (self.config.maxlen, self.config.hidden, self.n_items + 1);
-        let input_scale = T::from_f64(self.config.input_scale());
-        let positions = self.config.positions;
         let SasrecNet {
             item_emb,
             pos_emb,
             encoder,
             output_emb,
             serve: sc,
+            config,
             ..
         } = self;
+        let net = Net {
+            emb: item_emb.weight.value.as_slice(),
+            pos: pos_emb.weight.value.as_slice(),
+            encoder,
+            input_scale: T::from_f64(config.input_scale()),
+            positions: config.positions,
+            l,
+        };
         // The hidden state of a history whose last slot is padding: that slot's block outputs are
         // zeroed, so it is LN_final(0) (0 without a final norm).
         sc.zero.resize(&[1, d]);
@@ -187,85 +219,36 @@ impl<T: Float> SasrecNet<T> {
             layer_norm(norm, &mut sc.h_pad, &sc.zero);
         }
         sc.h.resize(&[b, d]);
-        let nb = encoder.layers.len();
-        let mut r0 = 0;
-        while r0 < b {
-            // 1. Pack the real positions of histories r0..r1 (about GROUP_ROWS in all).
-            sc.start.clear();
-            sc.ids.clear();
-            sc.slots.clear();
-            sc.query.clear();
-            let mut r1 = r0;
-            for w in histories[r0 * l..b * l].chunks_exact(l) {
-                if r1 > r0 && sc.ids.len() >= GROUP_ROWS {
-                    break;
-                }
-                r1 += 1;
-                sc.start.push(sc.ids.len());
-                for (t, &id) in w.iter().enumerate() {
-                    if id != 0 {
-                        // the position-table row: the slot, or the index among the row's items
-                        sc.slots.push(match positions {
-                            Positions::Slot => t,
-                            Positions::FirstItem => sc.ids.len() - sc.start[sc.start.len() - 1],
-                        });
-                        sc.ids.push(id);
-                    }
-                }
-                sc.query.push(if w[l - 1] != 0 {
-                    sc.ids.len() - 1
-                } else {
-                    NO_QUERY
-                });
-            }
-            sc.start.push(sc.ids.len());
-            let n = sc.ids.len();
-            // 2. x = item_emb[id] * input_scale + pos_emb[slot]  (the training forward's order of ops)
-            sc.full.x.resize(&[n, d]);
-            {
-                let emb = item_emb.weight.value.as_slice();
-                let pos = pos_emb.weight.value.as_slice();
-                let x = sc.full.x.as_mut_slice();
-                for ((row, &id), &t) in x.chunks_exact_mut(d).zip(&sc.ids).zip(&sc.slots) {
-                    let e = &emb[id as usize * d..(id as usize + 1) * d];
-                    for ((o, &ei), &p) in row.iter_mut().zip(e).zip(&pos[t * d..(t + 1) * d]) {
-                        *o = ei * input_scale + p;
-                    }
-                }
-            }
-            // 3. Every block but the last on every packed position; the last one for the query
-            //    rows only, which leaves their outputs in last.y [nq, d].
-            if n > 0 {
-                for layer in &encoder.layers[..nb - 1] {
-                    full_block(layer, sc, l);
-                    std::mem::swap(&mut sc.full.x, &mut sc.full.y);
-                }
-                last_block(&encoder.layers[nb - 1], sc, l);
-            }
-            // 4. h = LN_final(y) of the query rows, LN_final(0) for the others.
-            if !sc.qrows.is_empty() {
-                match &encoder.norm {
-                    Some(norm) => layer_norm(norm, &mut sc.hq, &sc.last.y),
-                    None => {
-                        sc.hq.resize(sc.last.y.shape());
-                        sc.hq.as_mut_slice().copy_from_slice(sc.last.y.as_slice());
-                    }
-                }
-            }
-            let (hq, hp) = (sc.hq.as_slice(), sc.h_pad.as_slice());
-            let h = &mut sc.h.as_mut_slice()[r0 * d..r1 * d];
-            let mut k = 0;
-            for (row, &p) in h.chunks_exact_mut(d).zip(&sc.query) {
-                if p == NO_QUERY {
-                    row.copy_from_slice(hp);
-                } else {
-                    row.copy_from_slice(&hq[k * d..(k + 1) * d]);
-                    k += 1;
-                }
-            }
-            r0 = r1;
+        // Parts of the batch, several per thread so that a thread the OS sets aside for a while
+        // does not hold up the batch (the others take its parts); every row is computed on its own,
+        // so the split does not change a result.
+        let threads = rayon::current_num_threads();
+        let max_parts = if threads > 1 {
+            PARTS_PER_THREAD * threads
+        } else {
+            1
+        };
+        let bounds = split_parts(&histories[..b * l], l, max_parts);
+        let parts = bounds.len() - 1;
+        if sc.parts.len() < parts {
+            sc.parts.resize_with(parts, PartScratch::new);
         }
-        // 5. scores = h table^T
+        let h_pad = sc.h_pad.as_slice();
+        let mut h_rest = sc.h.as_mut_slice();
+        let mut work = Vec::with_capacity(parts);
+        for (scratch, r) in sc.parts.iter_mut().zip(bounds.windows(2)) {
+            let (h_part, rest) = std::mem::take(&mut h_rest).split_at_mut((r[1] - r[0]) * d);
+            h_rest = rest;
+            work.push((scratch, &histories[r[0] * l..r[1] * l], h_part));
+        }
+        if parts == 1 {
+            let (scratch, part, h) = work.pop().expect("one part");
+            net.run_part(scratch, part, h, h_pad);
+        } else {
+            work.into_par_iter()
+                .for_each(|(scratch, part, h)| net.run_part(scratch, part, h, h_pad));
+        }
+        // scores = h table^T
         let table = match output_emb {
             Some(o) => o.weight.value.as_slice(),
             None => item_emb.weight.value.as_slice(),
@@ -286,6 +269,121 @@ impl<T: Float> SasrecNet<T> {
             );
         }
     }
+}
+
+/// What every part of a batch reads: the network's tables and blocks.
+struct Net<'a, T> {
+    /// Item embeddings `[n_items + 1, d]` and positional embeddings `[maxlen, d]`.
+    emb: &'a [T],
+    pos: &'a [T],
+    encoder: &'a TransformerEncoder<T>,
+    input_scale: T,
+    positions: Positions,
+    /// The window length.
+    l: usize,
+}
+
+impl<T: Float> Net<'_, T> {
+    /// The final hidden states `h [g, d]` of the `g` histories `[g, maxlen]` of one part, a group of
+    /// about [`GROUP_ROWS`] packed positions at a time; `h_pad`: the state of a history whose last
+    /// slot is padding.
+    fn run_part(&self, sc: &mut PartScratch<T>, histories: &[u32], h: &mut [T], h_pad: &[T]) {
+        let (l, d) = (self.l, h_pad.len());
+        let (layers, nb) = (&self.encoder.layers, self.encoder.layers.len());
+        let mut groups = histories.chunks_exact(l).peekable();
+        let mut h_rows = h.chunks_exact_mut(d);
+        while groups.peek().is_some() {
+            // 1. Pack the real positions of the next histories (about GROUP_ROWS in all).
+            sc.start.clear();
+            sc.ids.clear();
+            sc.slots.clear();
+            sc.query.clear();
+            while let Some(w) = groups.next_if(|_| sc.start.is_empty() || sc.ids.len() < GROUP_ROWS)
+            {
+                let first = sc.ids.len();
+                sc.start.push(first);
+                for (t, &id) in w.iter().enumerate() {
+                    if id != 0 {
+                        // the position-table row: the slot, or the index among the row's items
+                        sc.slots.push(match self.positions {
+                            Positions::Slot => t,
+                            Positions::FirstItem => sc.ids.len() - first,
+                        });
+                        sc.ids.push(id);
+                    }
+                }
+                sc.query.push(if w[l - 1] != 0 {
+                    sc.ids.len() - 1
+                } else {
+                    NO_QUERY
+                });
+            }
+            sc.start.push(sc.ids.len());
+            let n = sc.ids.len();
+            // 2. x = item_emb[id] * input_scale + pos_emb[slot]  (the training forward's order of ops)
+            sc.full.x.resize(&[n, d]);
+            let x = sc.full.x.as_mut_slice();
+            for ((row, &id), &t) in x.chunks_exact_mut(d).zip(&sc.ids).zip(&sc.slots) {
+                let e = &self.emb[id as usize * d..(id as usize + 1) * d];
+                for ((o, &ei), &p) in row.iter_mut().zip(e).zip(&self.pos[t * d..(t + 1) * d]) {
+                    *o = ei * self.input_scale + p;
+                }
+            }
+            // 3. Every block but the last on every packed position; the last one for the query
+            //    rows only, which leaves their outputs in last.y [nq, d].
+            if n > 0 {
+                for layer in &layers[..nb - 1] {
+                    full_block(layer, sc, l);
+                    std::mem::swap(&mut sc.full.x, &mut sc.full.y);
+                }
+                last_block(&layers[nb - 1], sc, l);
+            }
+            // 4. h = LN_final(y) of the query rows, LN_final(0) for the others.
+            if !sc.qrows.is_empty() {
+                match &self.encoder.norm {
+                    Some(norm) => layer_norm(norm, &mut sc.hq, &sc.last.y),
+                    None => {
+                        sc.hq.resize(sc.last.y.shape());
+                        sc.hq.as_mut_slice().copy_from_slice(sc.last.y.as_slice());
+                    }
+                }
+            }
+            let mut hq = sc.hq.as_slice().chunks_exact(d);
+            // (query first: zip then stops before taking a row of the next group)
+            for (&p, row) in sc.query.iter().zip(h_rows.by_ref()) {
+                if p == NO_QUERY {
+                    row.copy_from_slice(h_pad);
+                } else {
+                    row.copy_from_slice(hq.next().expect("one state per query row"));
+                }
+            }
+        }
+    }
+}
+
+/// Bounds `[0, .., g]` of up to `max_parts` parts of the `g` histories `[g, l]`: contiguous runs
+/// with about the same number of real (non-zero) positions, each at least [`GROUP_ROWS`] of them (a
+/// smaller part costs more in hand-over than it saves).
+fn split_parts(histories: &[u32], l: usize, max_parts: usize) -> Vec<usize> {
+    let g = histories.len() / l;
+    let real: Vec<usize> = histories
+        .chunks_exact(l)
+        .map(|w| w.iter().filter(|&&id| id != 0).count())
+        .collect();
+    let total: usize = real.iter().sum();
+    let parts = max_parts.min(total / GROUP_ROWS).clamp(1, g.max(1));
+    let mut bounds = vec![0];
+    let mut seen = 0;
+    for (r, &n) in real.iter().enumerate() {
+        seen += n;
+        // close part p once it holds its share p / parts of the positions
+        if bounds.len() < parts && seen * parts >= total * bounds.len() {
+            bounds.push(r + 1);
+        }
+    }
+    bounds.push(g);
+    bounds.dedup();
+    bounds
 }
 
 /// `y = LN(x)` with the layer's parameters, through the inference kernel (nothing kept for backward).
@@ -407,7 +505,7 @@ fn gather_rows<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, rows: &[usize]) {
 /// One block on every packed position: `sc.full.x [n, d]` -> `sc.full.y [n, d]`. The three
 /// placements follow `TransformerBlock::forward` step by step in eval mode (no dropout), with no
 /// padded rows to zero.
-fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l: usize) {
+fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l: usize) {
     let c = layer.config();
     let d = c.d_model;
     let rows = &mut sc.full;
@@ -554,7 +652,7 @@ fn feed_forward<T: Float>(ff: &FeedForward<T>, rows: &mut Rows<T>, input: FfInpu
 
 /// The last block: keys and values for every packed position of `sc.full.x`, everything else for
 /// the query rows only (in `sc.last`); leaves their outputs in `sc.last.y [nq, d]` (history order).
-fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut ServeScratch<T>, l: usize) {
+fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l: usize) {
     let c = layer.config();
     let d = c.d_model;
     sc.qrows.clear();
@@ -767,5 +865,42 @@ fn gemv_rows_avx512(out: &mut [f32], table: &[f32], h: &[f32], d: usize) {
             }
             out[r * cols + i] = _mm512_reduce_add_ps(acc);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds of `split_parts` over histories with the given numbers of real positions (window 8).
+    fn bounds(real: &[usize], max_parts: usize) -> Vec<usize> {
+        let l = 1 + real.iter().max().copied().unwrap_or(0);
+        let w: Vec<u32> = real
+            .iter()
+            .flat_map(|&n| (0..l).map(move |t| u32::from(t >= l - n)))
+            .collect();
+        split_parts(&w, l, max_parts)
+    }
+
+    #[test]
+    fn parts_cover_the_batch_in_order_with_enough_work_each() {
+        // 64 full windows of 200: 12,800 positions, one part per thread.
+        assert_eq!(bounds(&[200; 64], 2), vec![0, 32, 64]);
+        assert_eq!(bounds(&[200; 64], 3), vec![0, 22, 43, 64]);
+        // Less than two groups of work: one part whatever the threads.
+        assert_eq!(bounds(&[200; 5], 4), vec![0, 5]);
+        assert_eq!(bounds(&[], 4), vec![0]);
+        assert_eq!(bounds(&[0, 0, 0], 2), vec![0, 3]);
+        // Uneven lengths: the parts balance positions, not histories.
+        let real: Vec<usize> = (0..40).map(|i| if i < 10 { 200 } else { 10 }).collect();
+        let b = bounds(&real, 2);
+        assert_eq!(b.len(), 3);
+        let first: usize = real[..b[1]].iter().sum();
+        assert!(
+            (1200..=1300).contains(&first),
+            "first part holds {first} of 2,300"
+        );
+        // Never more parts than histories.
+        assert_eq!(bounds(&[2000, 2000], 8), vec![0, 1, 2]);
     }
 }

@@ -324,6 +324,45 @@ fn histories_over_several_groups_match() {
     }
 }
 
+/// A batch large enough to be split over threads (1,898 packed positions: three parts of at least 512
+/// positions, on one thread each or shared by two) gives bit-identical scores in pools of 1, 2 and 3
+/// threads, and matches the training forward.
+#[test]
+fn splitting_the_batch_over_threads_changes_no_score() {
+    let l = 50;
+    let mut rng = Rng::new(41);
+    let v = VARIANTS[0];
+    let hs: Vec<Vec<u32>> = (0..60).map(|i| history(&mut rng, (i * 13) % 71)).collect();
+    let w = windows(&hs, l);
+    let b = hs.len();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut n = net::<f32>(v, l, 2, 17);
+        let mut s = vec![f32::NAN; b * (N_ITEMS + 1)];
+        pool.install(|| n.score_last_position(&w, b, &mut s));
+        s
+    };
+    let one = run(1);
+    assert!(one.iter().all(|x| x.is_finite()), "every score is written");
+    for threads in [2, 3] {
+        let many = run(threads);
+        let first_diff = one
+            .iter()
+            .zip(&many)
+            .position(|(x, y)| x.to_bits() != y.to_bits());
+        assert_eq!(first_diff, None, "{threads} threads differ from one");
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut n = net::<f32>(v, l, 2, 17);
+    pool.install(|| compare(&mut n, &w, 1e-4, "three threads"));
+}
+
 /// A window whose last slot is padding (not what the serving layer builds, but a valid input): the
 /// training forward zeroes that slot's block outputs, so the hidden state is the final norm of zero
 /// whatever the earlier items; interior padding is masked like left padding.
