@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// and a lone query is not delayed.
     #[arg(long, default_value_t = 0)]
     pub batch_wait_us: u64,
-    /// Threads of each model worker's compute pool.
+    /// Threads of each model worker's compute pool (SASRec splits a large batch over them; on two
+    /// vCPUs shared with the HTTP threads one is best, see docs/serving.md).
     #[arg(long, default_value_t = 1)]
     pub model_threads: usize,
     /// Model workers of a window model (SASRec, BERT4Rec, ...), each with its own copy of the
