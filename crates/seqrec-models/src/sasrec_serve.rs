@@ -22,10 +22,10 @@
 //!   server allocates nothing per call. Histories run in groups of about [`GROUP_ROWS`] packed
 //!   positions, so that a large batch keeps its activations in cache.
 //! - **Parts on threads.** A batch of at least two groups' worth of positions is split into
-//!   contiguous parts of about equal work, [`PARTS_PER_THREAD`] per thread of the current rayon pool
-//!   (the server's `--model-threads`, the evaluation's `--threads`), each with its own buffers. Every history is
-//!   computed on its own, so the split changes no result (bit-identical on 1, 2 or 3 threads,
-//!   tested).
+//!   contiguous parts of about equal work, up to [`PARTS_PER_THREAD`] per thread of the current rayon
+//!   pool (the server's `--model-threads`, the training run's `--threads` for evaluation), each with
+//!   its own buffers. Every history is computed on its own, so the split changes no result
+//!   (bit-identical on 1, 2 or 3 threads, tested).
 //! - **Item scoring** (`hidden [b, d] x table^T`): up to [`GEMV_MAX_ROWS`] rows run a matrix-vector
 //!   kernel that streams the item table once (a GEMM would first pack the whole table, which costs as
 //!   much as the product itself for one row); larger batches use the GEMM.
@@ -362,8 +362,8 @@ impl<T: Float> Net<'_, T> {
 }
 
 /// Bounds `[0, .., g]` of up to `max_parts` parts of the `g` histories `[g, l]`: contiguous runs
-/// with about the same number of real (non-zero) positions, each at least [`GROUP_ROWS`] of them (a
-/// smaller part costs more in hand-over than it saves).
+/// with about the same number of real (non-zero) positions, no more parts than there are whole
+/// [`GROUP_ROWS`] in all (a smaller part costs more in hand-over than it saves).
 fn split_parts(histories: &[u32], l: usize, max_parts: usize) -> Vec<usize> {
     let g = histories.len() / l;
     let real: Vec<usize> = histories
@@ -872,7 +872,8 @@ fn gemv_rows_avx512(out: &mut [f32], table: &[f32], h: &[f32], d: usize) {
 mod tests {
     use super::*;
 
-    /// Bounds of `split_parts` over histories with the given numbers of real positions (window 8).
+    /// Bounds of `split_parts` over histories with the given numbers of real positions (left
+    /// padded in a window one longer than the longest).
     fn bounds(real: &[usize], max_parts: usize) -> Vec<usize> {
         let l = 1 + real.iter().max().copied().unwrap_or(0);
         let w: Vec<u32> = real
@@ -884,7 +885,7 @@ mod tests {
 
     #[test]
     fn parts_cover_the_batch_in_order_with_enough_work_each() {
-        // 64 full windows of 200: 12,800 positions, one part per thread.
+        // 64 full windows of 200: 12,800 positions in two or three equal parts.
         assert_eq!(bounds(&[200; 64], 2), vec![0, 32, 64]);
         assert_eq!(bounds(&[200; 64], 3), vec![0, 22, 43, 64]);
         // Less than two groups of work: one part whatever the threads.

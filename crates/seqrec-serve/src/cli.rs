@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub batch_wait_us: u64,
     /// Threads of each model worker's compute pool (SASRec splits a large batch over them; on two
-    /// vCPUs shared with the HTTP threads one is best, see docs/serving.md).
+    /// vCPUs shared with the HTTP threads a second one did not help, see docs/serving.md).
     #[arg(long, default_value_t = 1)]
     pub model_threads: usize,
     /// Model workers of a window model (SASRec, BERT4Rec, ...), each with its own copy of the
