@@ -111,6 +111,8 @@ impl<T: Float> Rows<T> {
 #[derive(Clone, Debug)]
 pub(super) struct ServeScratch<T> {
     parts: Vec<PartScratch<T>>,
+    /// History bounds of the parts of the current batch (see [`split_parts`]).
+    bounds: Vec<usize>,
     /// `[b, d]`: final hidden state of every history (the scoring input).
     h: Tensor<T>,
     /// `[1, d]`: a zero row, and the final hidden state of a history whose last slot is padding
@@ -125,6 +127,7 @@ impl<T: Float> ServeScratch<T> {
         let z = || Tensor::zeros(&[0, 1]);
         Self {
             parts: Vec::new(),
+            bounds: Vec::new(),
             h: z(),
             zero: z(),
             h_pad: z(),
@@ -136,6 +139,10 @@ impl<T: Float> ServeScratch<T> {
 /// of the current group, `q` the number of its histories whose last slot is real.
 #[derive(Clone, Debug)]
 struct PartScratch<T> {
+    /// The part's histories: rows `histories.start..histories.end` of the batch.
+    histories: std::ops::Range<usize>,
+    /// `[g, d]`: final hidden state of the part's `g` histories.
+    h: Tensor<T>,
     /// `[g + 1]` for the `g` histories of the group: history `r`'s packed rows are
     /// `start[r]..start[r + 1]`.
     start: Vec<usize>,
@@ -164,6 +171,8 @@ impl<T: Float> PartScratch<T> {
     fn new() -> Self {
         let z = || Tensor::zeros(&[0, 1]);
         Self {
+            histories: 0..0,
+            h: z(),
             start: Vec::new(),
             ids: Vec::new(),
             slots: Vec::new(),
@@ -228,25 +237,27 @@ impl<T: Float> SasrecNet<T> {
         } else {
             1
         };
-        let bounds = split_parts(&histories[..b * l], l, max_parts);
-        let parts = bounds.len() - 1;
+        split_parts(&mut sc.bounds, &histories[..b * l], l, max_parts);
+        let parts = sc.bounds.len() - 1;
         if sc.parts.len() < parts {
             sc.parts.resize_with(parts, PartScratch::new);
         }
-        let h_pad = sc.h_pad.as_slice();
-        let mut h_rest = sc.h.as_mut_slice();
-        let mut work = Vec::with_capacity(parts);
-        for (scratch, r) in sc.parts.iter_mut().zip(bounds.windows(2)) {
-            let (h_part, rest) = std::mem::take(&mut h_rest).split_at_mut((r[1] - r[0]) * d);
-            h_rest = rest;
-            work.push((scratch, &histories[r[0] * l..r[1] * l], h_part));
+        let parts = &mut sc.parts[..parts];
+        for (part, r) in parts.iter_mut().zip(sc.bounds.windows(2)) {
+            part.histories = r[0]..r[1];
         }
-        if parts == 1 {
-            let (scratch, part, h) = work.pop().expect("one part");
-            net.run_part(scratch, part, h, h_pad);
-        } else {
-            work.into_par_iter()
-                .for_each(|(scratch, part, h)| net.run_part(scratch, part, h, h_pad));
+        let h_pad = sc.h_pad.as_slice();
+        let run = |part: &mut PartScratch<T>| {
+            let rows = part.histories.clone();
+            net.run_part(part, &histories[rows.start * l..rows.end * l], h_pad);
+        };
+        match parts {
+            [one] => run(one),
+            _ => parts.par_iter_mut().for_each(run),
+        }
+        for part in parts.iter() {
+            let rows = &part.histories;
+            sc.h.as_mut_slice()[rows.start * d..rows.end * d].copy_from_slice(part.h.as_slice());
         }
         // scores = h table^T
         let table = match output_emb {
@@ -284,14 +295,15 @@ struct Net<'a, T> {
 }
 
 impl<T: Float> Net<'_, T> {
-    /// The final hidden states `h [g, d]` of the `g` histories `[g, maxlen]` of one part, a group of
-    /// about [`GROUP_ROWS`] packed positions at a time; `h_pad`: the state of a history whose last
+    /// The final hidden states `sc.h [g, d]` of the `g` histories `[g, maxlen]` of one part, a group
+    /// of about [`GROUP_ROWS`] packed positions at a time; `h_pad`: the state of a history whose last
     /// slot is padding.
-    fn run_part(&self, sc: &mut PartScratch<T>, histories: &[u32], h: &mut [T], h_pad: &[T]) {
+    fn run_part(&self, sc: &mut PartScratch<T>, histories: &[u32], h_pad: &[T]) {
         let (l, d) = (self.l, h_pad.len());
         let (layers, nb) = (&self.encoder.layers, self.encoder.layers.len());
+        sc.h.resize(&[histories.len() / l, d]);
+        let mut h_filled = 0;
         let mut groups = histories.chunks_exact(l).peekable();
-        let mut h_rows = h.chunks_exact_mut(d);
         while groups.peek().is_some() {
             // 1. Pack the real positions of the next histories (about GROUP_ROWS in all).
             sc.start.clear();
@@ -349,8 +361,9 @@ impl<T: Float> Net<'_, T> {
                 }
             }
             let mut hq = sc.hq.as_slice().chunks_exact(d);
-            // (query first: zip then stops before taking a row of the next group)
-            for (&p, row) in sc.query.iter().zip(h_rows.by_ref()) {
+            let h = &mut sc.h.as_mut_slice()[h_filled * d..(h_filled + sc.query.len()) * d];
+            h_filled += sc.query.len();
+            for (row, &p) in h.chunks_exact_mut(d).zip(&sc.query) {
                 if p == NO_QUERY {
                     row.copy_from_slice(h_pad);
                 } else {
@@ -361,29 +374,34 @@ impl<T: Float> Net<'_, T> {
     }
 }
 
-/// Bounds `[0, .., g]` of up to `max_parts` parts of the `g` histories `[g, l]`: contiguous runs
-/// with about the same number of real (non-zero) positions, no more parts than there are whole
-/// [`GROUP_ROWS`] in all (a smaller part costs more in hand-over than it saves).
-fn split_parts(histories: &[u32], l: usize, max_parts: usize) -> Vec<usize> {
+/// Writes into `bounds` the history bounds `[0, .., g]` of up to `max_parts` parts of the `g`
+/// histories `[g, l]`: contiguous runs with about the same number of real (non-zero) positions, no
+/// more parts than there are whole [`GROUP_ROWS`] in all (a smaller part costs more in hand-over
+/// than it saves).
+fn split_parts(bounds: &mut Vec<usize>, histories: &[u32], l: usize, max_parts: usize) {
     let g = histories.len() / l;
-    let real: Vec<usize> = histories
-        .chunks_exact(l)
-        .map(|w| w.iter().filter(|&&id| id != 0).count())
-        .collect();
-    let total: usize = real.iter().sum();
+    bounds.clear();
+    bounds.push(0);
+    let real = |w: &[u32]| w.iter().filter(|&&id| id != 0).count();
+    let total: usize = if max_parts > 1 {
+        histories.chunks_exact(l).map(real).sum()
+    } else {
+        0
+    };
     let parts = max_parts.min(total / GROUP_ROWS).clamp(1, g.max(1));
-    let mut bounds = vec![0];
-    let mut seen = 0;
-    for (r, &n) in real.iter().enumerate() {
-        seen += n;
-        // close part p once it holds its share p / parts of the positions
-        if bounds.len() < parts && seen * parts >= total * bounds.len() {
-            bounds.push(r + 1);
+    if parts > 1 {
+        let mut seen = 0;
+        for (r, w) in histories.chunks_exact(l).enumerate() {
+            seen += real(w);
+            // close part p once it holds its share p / parts of the positions
+            if bounds.len() < parts && seen * parts >= total * bounds.len() {
+                bounds.push(r + 1);
+            }
         }
     }
-    bounds.push(g);
-    bounds.dedup();
-    bounds
+    if bounds.last() != Some(&g) {
+        bounds.push(g);
+    }
 }
 
 /// `y = LN(x)` with the layer's parameters, through the inference kernel (nothing kept for backward).
@@ -880,7 +898,9 @@ mod tests {
             .iter()
             .flat_map(|&n| (0..l).map(move |t| u32::from(t >= l - n)))
             .collect();
-        split_parts(&w, l, max_parts)
+        let mut b = Vec::new();
+        split_parts(&mut b, &w, l, max_parts);
+        b
     }
 
     #[test]

@@ -152,6 +152,27 @@ fn net<T: Float>(v: Variant, maxlen: usize, blocks: usize, seed: u64) -> SasrecN
     net
 }
 
+/// A copy of `n` (same parameters) that scores sub-batches of up to `batch_size` histories, so that
+/// one `score_packed` call sees several groups of positions.
+fn with_batch_size<T: Float>(
+    n: &SasrecNet<T>,
+    v: Variant,
+    maxlen: usize,
+    blocks: usize,
+    batch_size: usize,
+) -> SasrecNet<T> {
+    let cfg = SasrecConfig {
+        batch_size,
+        ..config(v, maxlen, blocks)
+    };
+    let mut big = SasrecNet::<T>::new(&cfg, N_ITEMS, 0).unwrap();
+    big.encoder = n.encoder.clone();
+    big.item_emb = n.item_emb.clone();
+    big.pos_emb = n.pos_emb.clone();
+    big.output_emb = n.output_emb.clone();
+    big
+}
+
 /// `[histories.len(), l]` right-aligned windows: the last `l` items of each history.
 fn windows(histories: &[Vec<u32>], l: usize) -> Vec<u32> {
     let mut w = vec![0u32; histories.len() * l];
@@ -299,17 +320,9 @@ fn histories_over_several_groups_match() {
     let l = 50;
     let mut rng = Rng::new(23);
     for v in [VARIANTS[0], VARIANTS[4]] {
-        let cfg = SasrecConfig {
-            batch_size: 64,
-            ..config(v, l, 2)
-        };
         let mut n = net::<f64>(v, l, 2, 31);
         // Same parameters, larger sub-batches.
-        let mut big = SasrecNet::<f64>::new(&cfg, N_ITEMS, 31).unwrap();
-        big.encoder = n.encoder.clone();
-        big.item_emb = n.item_emb.clone();
-        big.pos_emb = n.pos_emb.clone();
-        big.output_emb = n.output_emb.clone();
+        let mut big = with_batch_size(&n, v, l, 2, 64);
         let hs: Vec<Vec<u32>> = (0..40).map(|i| history(&mut rng, (i * 7) % 61)).collect();
         let w = windows(&hs, l);
         // 40 histories of up to 50 positions: about 1,000 packed rows, two or three groups.
@@ -340,7 +353,8 @@ fn splitting_the_batch_over_threads_changes_no_score() {
             .num_threads(threads)
             .build()
             .unwrap();
-        let mut n = net::<f32>(v, l, 2, 17);
+        // One sub-batch of all 60 histories, so that the forward sees the whole batch at once.
+        let mut n = with_batch_size(&net::<f32>(v, l, 2, 17), v, l, 2, b);
         let mut s = vec![f32::NAN; b * (N_ITEMS + 1)];
         pool.install(|| n.score_last_position(&w, b, &mut s));
         s
@@ -359,7 +373,7 @@ fn splitting_the_batch_over_threads_changes_no_score() {
         .num_threads(3)
         .build()
         .unwrap();
-    let mut n = net::<f32>(v, l, 2, 17);
+    let mut n = with_batch_size(&net::<f32>(v, l, 2, 17), v, l, 2, b);
     pool.install(|| compare(&mut n, &w, 1e-4, "three threads"));
 }
 

@@ -541,10 +541,13 @@ fn mha_with(
         MultiheadAttention::<f64>::new("attn", config.clone(), &mut rng).expect("validated shape");
     // Non-zero biases, so their gradients and the dead-row rule are exercised.
     m.in_proj_bias.value = rng.uniform_tensor(&[3 * d], 0.5);
+    // Drawn either way, so that both variants see the same inputs for a seed.
     let bias = rng.uniform_tensor(&[d], 0.5);
-    match (&mut m.out_proj, output_projection) {
-        (Some(proj), true) => proj.bias.as_mut().expect("built with bias").value = bias,
-        _ => m.out_proj = None,
+    if output_projection {
+        let proj = m.out_proj.as_mut().expect("built with the projection");
+        proj.bias.as_mut().expect("built with bias").value = bias;
+    } else {
+        m = m.without_output_projection();
     }
     let mut xq = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
     let mut xkv = rng.normal_tensor::<f64>(&[b, t, d], 1.0);
