@@ -174,5 +174,61 @@ fn bench_rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_rows);
+/// The serving forward's projections (`x [512, 50] W^T + b`, one group of packed positions at
+/// `d = 50`; the feed-forward's first layer at `d_ff = 200`) in `f32` (the AVX-512 GEMM) and in
+/// bf16 on AMX tiles, one thread. Skips the AMX side on a CPU without it.
+fn bench_linear_bf16(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_512");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let p = pool(1);
+    for (m, k, n) in [(512, 50, 50), (512, 50, 200)] {
+        let x = rand_tensor(&[m, k], 1);
+        let w = rand_tensor(&[n, k], 2);
+        let bias = rand_tensor(&[n], 3);
+        let mut out = vec![0.0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let name = format!("{m}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("f32", &name), |bch| {
+            p.install(|| {
+                bch.iter(|| {
+                    let o = out.as_mut_slice();
+                    st::gemm_slice(
+                        (m, k, n),
+                        1.0,
+                        x.as_slice(),
+                        Transpose::No,
+                        w.as_slice(),
+                        Transpose::Yes,
+                        0.0,
+                        o,
+                    );
+                    for row in o.chunks_exact_mut(n) {
+                        for (v, &b) in row.iter_mut().zip(bias.as_slice()) {
+                            *v += b;
+                        }
+                    }
+                    black_box(&out);
+                })
+            })
+        });
+        if !st::amx::available() {
+            continue;
+        }
+        let mut packed = st::amx::PackedB::new();
+        let mut scratch = st::amx::AmxScratch::new();
+        // Packed once, as the serving forward does per batch (not per group).
+        packed.pack(w.as_slice(), n, k);
+        g.bench_function(BenchmarkId::new("amx_bf16", &name), |bch| {
+            bch.iter(|| {
+                scratch.linear(&mut out, x.as_slice(), &packed, Some(bias.as_slice()));
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_gemm, bench_rows, bench_linear_bf16);
 criterion_main!(benches);

@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seqrec_data::{SasrecBatcher, SasrecConfig as BatchConfig, Sequences, Split};
-use seqrec_models::{Model, Sasrec, SasrecConfig, SasrecLoss};
+use seqrec_models::{Model, Precision, Sasrec, SasrecConfig, SasrecLoss};
 
 fn targets_per_row(seqs: &Sequences<'_>) -> f64 {
     let b = SasrecBatcher::new(seqs.clone(), BatchConfig::default()).unwrap();
@@ -88,6 +88,17 @@ fn bench(c: &mut Criterion) {
             black_box(scores[1])
         })
     });
+    // The same batch with the projections and feed-forwards in bf16 on AMX tiles (`serve
+    // --precision bf16`), where the CPU has them.
+    if model.set_serving_precision(Precision::Bf16).is_ok() {
+        g.bench_function("serve_64x200_bf16", |b| {
+            b.iter(|| {
+                model.score_serving(&windows, 64, &mut scores[..64 * (ds.n_items() + 1)]);
+                black_box(scores[1])
+            })
+        });
+        model.set_serving_precision(Precision::F32).unwrap();
+    }
     g.finish();
 }
 

@@ -47,7 +47,7 @@ pub use bert4rec::{Bert4rec, Bert4recConfig, Bert4recNet};
 pub use ease::{Ease, EaseConfig};
 pub use gru4rec::{Gru4rec, Gru4recBatching, Gru4recConfig, Gru4recLoss};
 pub use lstm_attn::{ContextFusion, LstmAttn, LstmAttnConfig};
-pub use model::{EpochReport, HistoryContext, Model, ModelError, Recurrent, StepReport};
+pub use model::{EpochReport, HistoryContext, Model, ModelError, Precision, Recurrent, StepReport};
 pub use mostpop::MostPop;
 pub use positions::Positions;
 pub use sasrec::{

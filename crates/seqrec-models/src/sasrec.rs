@@ -68,7 +68,7 @@ use seqrec_tensor::{
 
 use crate::adam::{AdamHyper, AdamState};
 use crate::epoch::{EpochTally, step_key};
-use crate::model::{EpochReport, Model, ModelError, StepReport};
+use crate::model::{EpochReport, Model, ModelError, Precision, StepReport};
 use crate::persist::{CheckpointFiles, ckpt_err};
 use crate::positions::Positions;
 
@@ -1551,6 +1551,10 @@ impl Model for Sasrec {
 
     fn score_serving(&mut self, histories: &[u32], batch: usize, scores: &mut [f32]) {
         self.net.score_last_position(histories, batch, scores);
+    }
+
+    fn set_serving_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        self.net.set_serving_precision(precision)
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {

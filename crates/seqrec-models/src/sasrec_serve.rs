@@ -37,8 +37,9 @@
 //! of every length.
 
 use rayon::prelude::*;
-use seqrec_nn::{Activation, FeedForward};
+use seqrec_nn::{Activation, FeedForward, Linear};
 use seqrec_nn::{AttentionMask, LayerNorm, NormPlacement, TransformerBlock, TransformerEncoder};
+use seqrec_tensor::amx::{self, AmxScratch, PackedB};
 use seqrec_tensor::simd::{LANES, as_f32, as_f32_mut, lane_dot};
 use seqrec_tensor::{
     Float, Tensor, Transpose, gelu_forward, gemm_slice, layernorm_rows, multiversion, relu_forward,
@@ -46,6 +47,7 @@ use seqrec_tensor::{
 };
 
 use super::SasrecNet;
+use crate::model::{ModelError, Precision};
 use crate::positions::Positions;
 
 /// Query rows per attention tile.
@@ -110,6 +112,12 @@ impl<T: Float> Rows<T> {
 /// part of the batch that runs on its own thread, and the final hidden states.
 #[derive(Clone, Debug)]
 pub(super) struct ServeScratch<T> {
+    /// Whether the projections and feed-forwards run in bf16 on AMX tiles (`f32` models only; see
+    /// [`SasrecNet::set_serving_precision`]).
+    bf16: bool,
+    /// Every block's weights packed for the tiles, refreshed on every call (so that a model that
+    /// trains between calls never serves stale weights); empty in `f32`.
+    packed: Vec<PackedBlock>,
     parts: Vec<PartScratch<T>>,
     /// History bounds of the parts of the current batch (see [`split_parts`]).
     bounds: Vec<usize>,
@@ -126,6 +134,8 @@ impl<T: Float> ServeScratch<T> {
     pub(super) fn new() -> Self {
         let z = || Tensor::zeros(&[0, 1]);
         Self {
+            bf16: false,
+            packed: Vec::new(),
             parts: Vec::new(),
             bounds: Vec::new(),
             h: z(),
@@ -165,6 +175,10 @@ struct PartScratch<T> {
     probs: Vec<T>,
     /// `[q, d]`: final hidden state of the group's query rows.
     hq: Tensor<T>,
+    /// The bf16 path: the converted left operand of the tile products, and the keys of every packed
+    /// row `[n, d]` before they are transposed per history into `kt`.
+    amx: AmxScratch,
+    k_rows: Tensor<T>,
 }
 
 impl<T: Float> PartScratch<T> {
@@ -184,11 +198,90 @@ impl<T: Float> PartScratch<T> {
             v: z(),
             probs: Vec::new(),
             hq: z(),
+            amx: AmxScratch::new(),
+            k_rows: z(),
         }
     }
 }
 
+/// `v` as `f32` (the bf16 path is never taken for `f64`).
+fn f32s<T: Float>(v: &[T]) -> &[f32] {
+    as_f32(v).expect("the bf16 serving path runs f32 models only")
+}
+
+/// One block's weights packed as right operands of the AMX tile products (the bf16 path).
+#[derive(Clone, Debug, Default)]
+struct PackedBlock {
+    /// Query, key and value projections (rows `0..d`, `d..2d`, `2d..3d` of `in_proj_weight`).
+    q: PackedB,
+    k: PackedB,
+    v: PackedB,
+    /// The output projection, if the block has one.
+    out: Option<PackedB>,
+    /// The feed-forward's two layers.
+    ff1: PackedB,
+    ff2: PackedB,
+}
+
+impl PackedBlock {
+    /// Packs `layer`'s weights (an `f32` block: the bf16 path is never taken for `f64`).
+    fn pack<T: Float>(&mut self, layer: &TransformerBlock<T>) {
+        let d = layer.config().d_model;
+        let w = f32s(layer.self_attn.in_proj_weight.value.as_slice());
+        self.q.pack(&w[..d * d], d, d);
+        self.k.pack(&w[d * d..2 * d * d], d, d);
+        self.v.pack(&w[2 * d * d..], d, d);
+        let pack_linear = |p: &mut PackedB, lin: &Linear<T>| {
+            let w = &lin.weight.value;
+            p.pack(f32s(w.as_slice()), w.rows(), w.cols());
+        };
+        match &layer.self_attn.out_proj {
+            Some(lin) => pack_linear(self.out.get_or_insert_with(PackedB::new), lin),
+            None => self.out = None,
+        }
+        pack_linear(&mut self.ff1, &layer.ff.linear1);
+        pack_linear(&mut self.ff2, &layer.ff.linear2);
+    }
+}
+
 impl<T: Float> SasrecNet<T> {
+    /// Sets the arithmetic of [`SasrecNet::score_last_position`]: [`Precision::Bf16`] runs the
+    /// projections and feed-forwards of every block in bfloat16 on AMX tiles (`f32` sums; the
+    /// attention, norms and item scores stay `f32`).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for bf16 on a CPU or OS without AMX bf16 tiles, on an `f64` network,
+    /// or on blocks the serving forward does not support.
+    pub fn set_serving_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        if precision == Precision::Bf16 {
+            let why = if as_f32(self.item_emb.weight.value.as_slice()).is_none() {
+                Some("an f64 network")
+            } else if !self.serving_supported() {
+                Some("blocks the serving forward does not support")
+            } else if !amx::available() {
+                Some("a CPU or OS without AMX bf16 tiles (Intel Sapphire Rapids or later, Linux)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ModelError::Config(format!(
+                    "bf16 serving is not possible on {why}; serve with --precision f32"
+                )));
+            }
+        }
+        self.serve.bf16 = precision == Precision::Bf16;
+        Ok(())
+    }
+
+    /// The arithmetic of [`SasrecNet::score_last_position`].
+    pub fn serving_precision(&self) -> Precision {
+        if self.serve.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
     /// Whether every block is one the serving forward computes exactly: causal, padded keys masked,
     /// padded outputs zeroed (any norm placement, any number of heads).
     pub(super) fn serving_supported(&self) -> bool {
@@ -210,7 +303,16 @@ impl<T: Float> SasrecNet<T> {
             config,
             ..
         } = self;
+        let bf16 = sc.bf16 && as_f32(item_emb.weight.value.as_slice()).is_some();
+        if bf16 {
+            sc.packed
+                .resize_with(encoder.layers.len(), PackedBlock::default);
+            for (p, layer) in sc.packed.iter_mut().zip(&encoder.layers) {
+                p.pack(layer);
+            }
+        }
         let net = Net {
+            packed: bf16.then_some(&sc.packed[..]),
             emb: item_emb.weight.value.as_slice(),
             pos: pos_emb.weight.value.as_slice(),
             encoder,
@@ -284,6 +386,8 @@ impl<T: Float> SasrecNet<T> {
 
 /// What every part of a batch reads: the network's tables and blocks.
 struct Net<'a, T> {
+    /// Every block's weights packed for the AMX tiles, on the bf16 path.
+    packed: Option<&'a [PackedBlock]>,
     /// Item embeddings `[n_items + 1, d]` and positional embeddings `[maxlen, d]`.
     emb: &'a [T],
     pos: &'a [T],
@@ -344,11 +448,12 @@ impl<T: Float> Net<'_, T> {
             // 3. Every block but the last on every packed position; the last one for the query
             //    rows only, which leaves their outputs in last.y [nq, d].
             if n > 0 {
-                for layer in &layers[..nb - 1] {
-                    full_block(layer, sc, l);
+                let packed = |i: usize| self.packed.map(|p| &p[i]);
+                for (i, layer) in layers[..nb - 1].iter().enumerate() {
+                    full_block(layer, packed(i), sc, l);
                     std::mem::swap(&mut sc.full.x, &mut sc.full.y);
                 }
-                last_block(&layers[nb - 1], sc, l);
+                last_block(&layers[nb - 1], packed(nb - 1), sc, l);
             }
             // 4. h = LN_final(y) of the query rows, LN_final(0) for the others.
             if !sc.qrows.is_empty() {
@@ -416,11 +521,53 @@ fn layer_norm<T: Float>(norm: &LayerNorm<T>, y: &mut Tensor<T>, x: &Tensor<T>) {
     );
 }
 
-/// `out [rows, cols] = x [rows, d] w^T + bias`, with `w` holding `cols` rows of `d` weights.
-fn project<T: Float>(out: &mut Tensor<T>, x: &[T], w: &[T], bias: &[T], d: usize) {
+/// On the bf16 path, a part's tile scratch and a block's packed weights.
+type Tiles<'a> = Option<(&'a mut AmxScratch, &'a PackedBlock)>;
+
+/// `out = x W^T + bias` on AMX tiles, `W` packed in `w` (the bf16 path: `T` is `f32`).
+fn tile_linear<T: Float>(
+    amx: &mut AmxScratch,
+    out: &mut [T],
+    x: &[T],
+    w: &PackedB,
+    bias: Option<&[T]>,
+) {
+    let out = as_f32_mut(out).expect("the bf16 serving path runs f32 models only");
+    amx.linear(out, f32s(x), w, bias.map(f32s));
+}
+
+/// `out = linear(x)` (`[rows, out_features]`), on AMX tiles with `w` packed when given.
+fn dense<T: Float>(
+    out: &mut Tensor<T>,
+    x: &Tensor<T>,
+    lin: &Linear<T>,
+    tiles: Option<(&mut AmxScratch, &PackedB)>,
+) {
+    match tiles {
+        Some((amx, w)) => {
+            let bias = lin.bias.as_ref().map(|b| b.value.as_slice());
+            tile_linear(amx, out.as_mut_slice(), x.as_slice(), w, bias);
+        }
+        None => lin.forward(out, x),
+    }
+}
+
+/// `out [rows, cols] = x [rows, d] w^T + bias`, with `w` holding `cols` rows of `d` weights (on AMX
+/// tiles with `w` packed, when given).
+fn project<T: Float>(
+    out: &mut Tensor<T>,
+    x: &[T],
+    (w, bias): (&[T], &[T]),
+    d: usize,
+    tiles: Option<(&mut AmxScratch, &PackedB)>,
+) {
     let (rows, cols) = (x.len() / d, bias.len());
     out.resize(&[rows, cols]);
     let o = out.as_mut_slice();
+    if let Some((amx, packed)) = tiles {
+        tile_linear(amx, o, x, packed, Some(bias));
+        return;
+    }
     gemm_slice(
         (rows, d, cols),
         T::ONE,
@@ -468,33 +615,76 @@ fn project_t<T: Float>(out: &mut Tensor<T>, x: &[T], w: &[T], bias: &[T], start:
     }
 }
 
-/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`).
+/// `kt`: the keys `k [n, d]` transposed per history (history `r`'s `n_r` rows from `start[r]` as a
+/// `[d, n_r]` block at element `start[r] d`, the layout of [`project_t`]).
+fn transpose_per_history<T: Float>(kt: &mut Tensor<T>, k: &[T], start: &[usize], d: usize) {
+    kt.resize(&[k.len()]);
+    let o = kt.as_mut_slice();
+    for r in start.windows(2) {
+        let (a, nr) = (r[0], r[1] - r[0]);
+        let block = &mut o[a * d..(a + nr) * d];
+        for (j, row) in k[a * d..(a + nr) * d].chunks_exact(d).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                block[c * nr + j] = v;
+            }
+        }
+    }
+}
+
+/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`); on the bf16 path the
+/// keys go through `k_rows` (`[n, d]`) and are transposed afterwards.
 fn project_kv<T: Float>(
-    kt: &mut Tensor<T>,
-    v: &mut Tensor<T>,
+    (kt, v, k_rows): (&mut Tensor<T>, &mut Tensor<T>, &mut Tensor<T>),
     layer: &TransformerBlock<T>,
     x: &Tensor<T>,
     start: &[usize],
+    tiles: Tiles<'_>,
 ) {
     let d = layer.config().d_model;
     let w = layer.self_attn.in_proj_weight.value.as_slice();
     let bias = layer.self_attn.in_proj_bias.value.as_slice();
-    project_t(
-        kt,
-        x.as_slice(),
-        &w[d * d..2 * d * d],
-        &bias[d..2 * d],
-        start,
-    );
-    project(v, x.as_slice(), &w[2 * d * d..], &bias[2 * d..], d);
+    let (wk, bk) = (&w[d * d..2 * d * d], &bias[d..2 * d]);
+    let (wv, bv) = (&w[2 * d * d..], &bias[2 * d..]);
+    match tiles {
+        Some((amx, p)) => {
+            project(k_rows, x.as_slice(), (wk, bk), d, Some((&mut *amx, &p.k)));
+            transpose_per_history(kt, k_rows.as_slice(), start, d);
+            project(v, x.as_slice(), (wv, bv), d, Some((amx, &p.v)));
+        }
+        None => {
+            project_t(kt, x.as_slice(), wk, bk, start);
+            project(v, x.as_slice(), (wv, bv), d, None);
+        }
+    }
 }
 
 /// The queries of the rows of `x` (`[rows, d]`).
-fn project_q<T: Float>(q: &mut Tensor<T>, layer: &TransformerBlock<T>, x: &Tensor<T>) {
+fn project_q<T: Float>(
+    q: &mut Tensor<T>,
+    layer: &TransformerBlock<T>,
+    x: &Tensor<T>,
+    tiles: Tiles<'_>,
+) {
     let d = layer.config().d_model;
     let w = layer.self_attn.in_proj_weight.value.as_slice();
     let bias = layer.self_attn.in_proj_bias.value.as_slice();
-    project(q, x.as_slice(), &w[..d * d], &bias[..d], d);
+    let tiles = tiles.map(|(amx, p)| (amx, &p.q));
+    project(q, x.as_slice(), (&w[..d * d], &bias[..d]), d, tiles);
+}
+
+/// `a = ctx Wo^T + bo` (or `ctx` for a block without an output projection).
+fn project_output<T: Float>(
+    a: &mut Tensor<T>,
+    layer: &TransformerBlock<T>,
+    ctx: &Tensor<T>,
+    tiles: Tiles<'_>,
+) {
+    match (&layer.self_attn.out_proj, tiles) {
+        (Some(lin), Some((amx, PackedBlock { out: Some(w), .. }))) => {
+            dense(a, ctx, lin, Some((amx, w)))
+        }
+        _ => layer.self_attn.project_output(a, ctx),
+    }
 }
 
 /// `out = a + b` elementwise (shapes already equal in length).
@@ -523,7 +713,12 @@ fn gather_rows<T: Float>(dst: &mut Tensor<T>, src: &Tensor<T>, rows: &[usize]) {
 /// One block on every packed position: `sc.full.x [n, d]` -> `sc.full.y [n, d]`. The three
 /// placements follow `TransformerBlock::forward` step by step in eval mode (no dropout), with no
 /// padded rows to zero.
-fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l: usize) {
+fn full_block<T: Float>(
+    layer: &TransformerBlock<T>,
+    packed: Option<&PackedBlock>,
+    sc: &mut PartScratch<T>,
+    l: usize,
+) {
     let c = layer.config();
     let d = c.d_model;
     let rows = &mut sc.full;
@@ -537,8 +732,10 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l:
         NormPlacement::Pre => (&rows.l1, &rows.l1),
         NormPlacement::Post => (&rows.x, &rows.x),
     };
-    project_q(&mut rows.q, layer, q_src);
-    project_kv(&mut sc.kt, &mut sc.v, layer, kv_src, &sc.start);
+    let amx = &mut sc.amx;
+    project_q(&mut rows.q, layer, q_src, packed.map(|p| (&mut *amx, p)));
+    let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
+    project_kv(kv, layer, kv_src, &sc.start, packed.map(|p| (&mut *amx, p)));
     // 2. ctx = causal attention of every packed position over its history's earlier positions.
     rows.ctx.resize(&[n, d]);
     let (heads, dh) = (c.num_heads, d / c.num_heads);
@@ -563,9 +760,14 @@ fn full_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l:
     }
     // 3. a = ctx Wo^T + bo
     rows.a.resize(&[n, d]);
-    layer.self_attn.project_output(&mut rows.a, &rows.ctx);
+    project_output(
+        &mut rows.a,
+        layer,
+        &rows.ctx,
+        packed.map(|p| (&mut *amx, p)),
+    );
     // 4-6. residuals, LN2 and the feed-forward.
-    finish_block(layer, rows);
+    finish_block(layer, rows, packed.map(|p| (amx, p)));
 }
 
 /// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
@@ -615,27 +817,27 @@ impl<T: Float> Tile<'_, T> {
 
 /// Everything after the attention output `rows.a` (rows aligned with `rows.x` and, SASRec/pre-LN,
 /// `rows.l1`): the residual sums, norms and feed-forward of `layer`'s placement, into `rows.y`.
-fn finish_block<T: Float>(layer: &TransformerBlock<T>, rows: &mut Rows<T>) {
+fn finish_block<T: Float>(layer: &TransformerBlock<T>, rows: &mut Rows<T>, tiles: Tiles<'_>) {
     match layer.config().norm {
         NormPlacement::SasRec => {
             // s = l1 + a;  l2 = LN2(s);  y = l2 + FF(l2)
             add_into(&mut rows.s, &rows.l1, &rows.a);
             layer_norm(&layer.norm2, &mut rows.l2, &rows.s);
-            feed_forward(&layer.ff, rows, FfInput::L2);
+            feed_forward(&layer.ff, rows, FfInput::L2, tiles);
             add_into(&mut rows.y, &rows.l2, &rows.f);
         }
         NormPlacement::Pre => {
             // s = x + a;  l2 = LN2(s);  y = s + FF(l2)
             add_into(&mut rows.s, &rows.x, &rows.a);
             layer_norm(&layer.norm2, &mut rows.l2, &rows.s);
-            feed_forward(&layer.ff, rows, FfInput::L2);
+            feed_forward(&layer.ff, rows, FfInput::L2, tiles);
             add_into(&mut rows.y, &rows.s, &rows.f);
         }
         NormPlacement::Post => {
             // s = x + a;  x1 = LN1(s);  s2 = x1 + FF(x1);  y = LN2(s2)
             add_into(&mut rows.s, &rows.x, &rows.a);
             layer_norm(&layer.norm1, &mut rows.l1, &rows.s);
-            feed_forward(&layer.ff, rows, FfInput::L1);
+            feed_forward(&layer.ff, rows, FfInput::L1, tiles);
             add_into(&mut rows.s, &rows.l1, &rows.f);
             layer_norm(&layer.norm2, &mut rows.y, &rows.s);
         }
@@ -651,7 +853,12 @@ enum FfInput {
 
 /// `rows.f = linear2(act(linear1(input)))`: `FeedForward::forward` in eval mode, on buffers that
 /// keep their size (its cache would also size its backward buffers, zero-filled on every change).
-fn feed_forward<T: Float>(ff: &FeedForward<T>, rows: &mut Rows<T>, input: FfInput) {
+fn feed_forward<T: Float>(
+    ff: &FeedForward<T>,
+    rows: &mut Rows<T>,
+    input: FfInput,
+    tiles: Tiles<'_>,
+) {
     let x = match input {
         FfInput::L1 => &rows.l1,
         FfInput::L2 => &rows.l2,
@@ -660,17 +867,29 @@ fn feed_forward<T: Float>(ff: &FeedForward<T>, rows: &mut Rows<T>, input: FfInpu
     rows.ff_pre.resize(&[n, cfg.d_ff]);
     rows.ff_act.resize(&[n, cfg.d_ff]);
     rows.f.resize(&[n, cfg.d_model]);
-    ff.linear1.forward(&mut rows.ff_pre, x);
+    let mut tiles = tiles;
+    let w1 = tiles.as_mut().map(|(amx, p)| (&mut **amx, &p.ff1));
+    dense(&mut rows.ff_pre, x, &ff.linear1, w1);
     match cfg.activation {
         Activation::Relu => relu_forward(&mut rows.ff_act, &rows.ff_pre),
         Activation::Gelu(kind) => gelu_forward(&mut rows.ff_act, &rows.ff_pre, kind),
     }
-    ff.linear2.forward(&mut rows.f, &rows.ff_act);
+    dense(
+        &mut rows.f,
+        &rows.ff_act,
+        &ff.linear2,
+        tiles.map(|(amx, p)| (amx, &p.ff2)),
+    );
 }
 
 /// The last block: keys and values for every packed position of `sc.full.x`, everything else for
 /// the query rows only (in `sc.last`); leaves their outputs in `sc.last.y [nq, d]` (history order).
-fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l: usize) {
+fn last_block<T: Float>(
+    layer: &TransformerBlock<T>,
+    packed: Option<&PackedBlock>,
+    sc: &mut PartScratch<T>,
+    l: usize,
+) {
     let c = layer.config();
     let d = c.d_model;
     sc.qrows.clear();
@@ -682,22 +901,36 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l:
     }
     // 1. Keys and values from every position (x, or LN1(x) for pre-LN); the block's query rows of x
     //    (and LN1(x)) are gathered, and everything else runs on them alone.
-    let (full, last) = (&mut sc.full, &mut sc.last);
+    let (full, last, amx) = (&mut sc.full, &mut sc.last, &mut sc.amx);
+    let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
     if c.norm == NormPlacement::Pre {
         layer_norm(&layer.norm1, &mut full.l1, &full.x);
-        project_kv(&mut sc.kt, &mut sc.v, layer, &full.l1, &sc.start);
+        project_kv(
+            kv,
+            layer,
+            &full.l1,
+            &sc.start,
+            packed.map(|p| (&mut *amx, p)),
+        );
         gather_rows(&mut last.l1, &full.l1, &sc.qrows);
     } else {
-        project_kv(&mut sc.kt, &mut sc.v, layer, &full.x, &sc.start);
+        project_kv(
+            kv,
+            layer,
+            &full.x,
+            &sc.start,
+            packed.map(|p| (&mut *amx, p)),
+        );
     }
     gather_rows(&mut last.x, &full.x, &sc.qrows);
+    let q_tiles = packed.map(|p| (&mut *amx, p));
     match c.norm {
         NormPlacement::SasRec => {
             layer_norm(&layer.norm1, &mut last.l1, &last.x);
-            project_q(&mut last.q, layer, &last.l1);
+            project_q(&mut last.q, layer, &last.l1, q_tiles);
         }
-        NormPlacement::Pre => project_q(&mut last.q, layer, &last.l1),
-        NormPlacement::Post => project_q(&mut last.q, layer, &last.x),
+        NormPlacement::Pre => project_q(&mut last.q, layer, &last.l1, q_tiles),
+        NormPlacement::Post => project_q(&mut last.q, layer, &last.x, q_tiles),
     }
     // 2. One attention row per query: its history's packed keys are all visible to it.
     last.ctx.resize(&[nq, d]);
@@ -722,8 +955,13 @@ fn last_block<T: Float>(layer: &TransformerBlock<T>, sc: &mut PartScratch<T>, l:
     }
     // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
     last.a.resize(&[nq, d]);
-    layer.self_attn.project_output(&mut last.a, &last.ctx);
-    finish_block(layer, last);
+    project_output(
+        &mut last.a,
+        layer,
+        &last.ctx,
+        packed.map(|p| (&mut *amx, p)),
+    );
+    finish_block(layer, last, packed.map(|p| (amx, p)));
 }
 
 /// `c = alpha * op(a) op(b)` for `(m, k, n)` on strided views: `a` is `(slice, row stride, column

@@ -487,3 +487,79 @@ fn model_score_serving_agrees_with_score() {
         assert!((x - y).abs() <= 1e-4, "index {i}: score {x}, serving {y}");
     }
 }
+
+/// The bf16 serving path (projections and feed-forwards on AMX tiles) against the f32 serving
+/// forward, on every block variant, one and two blocks, every batch shape: each row's largest score
+/// change stays under 3% of the row's score range, the top 10 overlap by at least 9 of 10 on average,
+/// and the scores do change (the tiles ran). Skipped, after checking the refusal, where the CPU has no
+/// AMX bf16 tiles.
+#[test]
+fn bf16_serving_stays_close_to_f32() {
+    use seqrec_models::Precision;
+    let l = 40;
+    let mut probe = net::<f32>(VARIANTS[0], l, 1, 1);
+    if let Err(e) = probe.set_serving_precision(Precision::Bf16) {
+        assert!(e.to_string().contains("AMX"), "unexpected refusal: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cols = N_ITEMS + 1;
+    let mut rng = Rng::new(29);
+    let (mut worst, mut overlap, mut rows, mut changed) = (0.0f64, 0usize, 0usize, 0usize);
+    for (vi, v) in VARIANTS.iter().enumerate() {
+        for blocks in [1, 2] {
+            let mut n = net::<f32>(*v, l, blocks, 300 + vi as u64);
+            for (name, hs) in batches(&mut rng, l) {
+                let w = windows(&hs, l);
+                let b = hs.len();
+                let (mut f, mut h) = (vec![f32::NAN; b * cols], vec![f32::NAN; b * cols]);
+                n.set_serving_precision(Precision::F32).unwrap();
+                n.score_last_position(&w, b, &mut f);
+                n.set_serving_precision(Precision::Bf16).unwrap();
+                n.score_last_position(&w, b, &mut h);
+                for (r, (a, z)) in f.chunks_exact(cols).zip(h.chunks_exact(cols)).enumerate() {
+                    let (lo, hi) = a[1..]
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                    let diff = a[1..]
+                        .iter()
+                        .zip(&z[1..])
+                        .map(|(&x, &y)| (x - y).abs() as f64)
+                        .fold(0.0, f64::max);
+                    // A constant row (an empty history without a final norm scores 0
+                    // everywhere) must stay exact.
+                    let rel = if hi > lo {
+                        diff / (hi - lo) as f64
+                    } else {
+                        diff
+                    };
+                    assert!(
+                        rel <= 0.03,
+                        "{v:?}, {blocks} blocks, {name}, row {r}: bf16 moved a score by {diff} \
+                         ({:.2}% of the row's range)",
+                        100.0 * rel
+                    );
+                    worst = worst.max(rel);
+                    changed += usize::from(diff > 0.0);
+                    let (ta, tz) = (top10(a), top10(z));
+                    overlap += ta.iter().filter(|i| tz.contains(i)).count();
+                    rows += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "bf16: worst change {:.3}% of a row's range, top-10 overlap {:.3}",
+        100.0 * worst,
+        overlap as f64 / (10 * rows) as f64
+    );
+    assert!(
+        changed * 2 > rows,
+        "bf16 changed only {changed} of {rows} rows: did it run?"
+    );
+    assert!(
+        overlap * 10 >= 9 * 10 * rows,
+        "top-10 overlap {overlap} of {}",
+        10 * rows
+    );
+}

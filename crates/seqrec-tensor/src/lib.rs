@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 mod activation;
+pub mod amx;
 mod dropout;
 mod elementwise;
 mod embedding;

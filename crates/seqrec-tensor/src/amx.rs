@@ -1,0 +1,580 @@
+//! Matrix products in bfloat16 on Intel AMX tiles (`TDPBF16PS`), for inference paths that opt in:
+//! `out [m, n] = x [m, k] W^T + bias`, `W [n, k]` in a linear layer's layout.
+//!
+//! - **Numerics.** Both operands are rounded to bfloat16 (8 significant bits, round to nearest
+//!   even, [`round_bf16`]); each product of two bfloat16 values is exact in `f32` and the sums run in
+//!   `f32`. The result is the `f32` product of the rounded operands up to summation order, within
+//!   about `2^-8` of the `f32` product relative to `sum |x_i w_i|` (tested against a reference on
+//!   the rounded operands, to `f32` rounding).
+//! - **Availability.** [`available`] reads CPUID (AMX-TILE and AMX-BF16) and, on Linux, asks the
+//!   kernel once per process for the tile-data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`). Elsewhere,
+//!   and on CPUs without AMX, it is `false` and callers keep their `f32` path.
+//! - **Layouts.** The left operand is converted into [`AmxScratch`]: rows of whole 32-value chunks
+//!   (one 64-byte tile row each), zero-padded to a multiple of 32 rows. The right operand is packed
+//!   once into [`PackedB`] in the VNNI order the instruction reads: one 1 KiB tile per block of 16
+//!   output columns by 32 depths, tile row `p` holding, for each of the 16 columns, the depths
+//!   `2p` and `2p + 1` side by side. Padding is zero, so it adds nothing to the sums.
+//! - **Kernel.** Four accumulator tiles hold a 32 x 32 block of the output; each step over 32 depths
+//!   loads two tiles of `x` and two of `W` and issues four `TDPBF16PS`. The accumulators start from
+//!   the bias (one tile load whose rows all read the bias) and are stored straight into `out`: tiles
+//!   at the edges are configured to their valid rows and columns, so there is no padded copy of
+//!   the output. Every call loads its tile configurations and releases the tiles at the end, so
+//!   nothing is assumed between calls.
+//!
+//! The tile instructions are written with `asm!` (the AMX intrinsics are not stable Rust); every
+//! tile register is named explicitly, and no other code of this program uses them.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::asm;
+use std::sync::OnceLock;
+
+/// Depths per tile row (32 bfloat16 values, 64 bytes).
+const K_CHUNK: usize = 32;
+
+/// Output columns (and rows) per tile.
+const TILE: usize = 16;
+
+/// bfloat16 values per packed tile of the right operand (16 rows of 64 bytes).
+const TILE_VALUES: usize = TILE * K_CHUNK;
+
+/// Whether this CPU and OS run AMX bf16 tiles (checked once per process, see the module docs).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(detect)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    // CPUID leaf 7, sub-leaf 0: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE (leaf 0 reports the
+    // highest leaf).
+    use std::arch::x86_64::__cpuid_count;
+    if __cpuid_count(0, 0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+        return false;
+    }
+    // Linux keeps the 8 KiB of tile data out of a thread's state until the process asks for it.
+    const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+    // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM takes two integers and changes only the set of
+    // register states this process may use.
+    let granted = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    granted == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as the `u16` bit pattern; NaN stays NaN.
+#[inline]
+fn to_bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), back in `f32`: the value the tiles multiply.
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(to_bf16_bits(x)) << 16)
+}
+
+/// The right operand `W^T` of [`AmxScratch::linear`], packed in tiles (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct PackedB {
+    /// Depth `k` and output columns `n` of the product.
+    k: usize,
+    n: usize,
+    /// Chunks of 32 depths, and tiles of 16 columns.
+    chunks: usize,
+    col_tiles: usize,
+    /// `[col_tiles, chunks, 16, 32]` bfloat16 bits.
+    data: Vec<u16>,
+}
+
+impl PackedB {
+    /// An empty operand (fill it with [`PackedB::pack`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Packs `w` (`[n, k]`, row-major, a linear layer's weight) as the right operand `W^T [k, n]`,
+    /// reusing this value's storage.
+    ///
+    /// # Panics
+    /// If `w.len() != n * k`.
+    pub fn pack(&mut self, w: &[f32], n: usize, k: usize) {
+        assert_eq!(
+            w.len(),
+            n * k,
+            "PackedB::pack: w has {} values, not {n} x {k}",
+            w.len()
+        );
+        self.k = k;
+        self.n = n;
+        self.chunks = k.div_ceil(K_CHUNK);
+        self.col_tiles = n.div_ceil(TILE);
+        self.data.clear();
+        self.data
+            .resize(self.col_tiles * self.chunks * TILE_VALUES, 0);
+        for (j, row) in w.chunks_exact(k).enumerate() {
+            let (jt, jc) = (j / TILE, j % TILE);
+            for (kk, &v) in row.iter().enumerate() {
+                let (c, p, odd) = (kk / K_CHUNK, (kk % K_CHUNK) / 2, kk % 2);
+                let at = (jt * self.chunks + c) * TILE_VALUES + p * K_CHUNK + jc * 2 + odd;
+                self.data[at] = to_bf16_bits(v);
+            }
+        }
+    }
+
+    /// Depth of the product (`k`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output columns of the product (`n`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// The converted left operand and the `f32` output blocks of [`AmxScratch::linear`], reused
+/// between calls (storage only grows).
+#[derive(Clone, Debug, Default)]
+pub struct AmxScratch {
+    /// `[rows, chunks * 32]` bfloat16 bits.
+    a: Vec<u16>,
+    /// Rows of `x` and chunks of 32 depths in `a`.
+    rows: usize,
+    chunks: usize,
+}
+
+impl AmxScratch {
+    /// Empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Converts the left operand `x` (`[rows, k]`) to bfloat16 tiles, for one or more
+    /// [`AmxScratch::product`] calls.
+    ///
+    /// # Panics
+    /// If `k` is 0 or does not divide `x.len()`.
+    pub fn load(&mut self, x: &[f32], k: usize) {
+        assert!(
+            k > 0 && x.len().is_multiple_of(k),
+            "AmxScratch::load: {} values are not rows of {k}",
+            x.len()
+        );
+        let rows = x.len() / k;
+        let chunks = k.div_ceil(K_CHUNK);
+        let ld = chunks * K_CHUNK;
+        self.rows = rows;
+        self.chunks = chunks;
+        if self.a.len() < rows * ld {
+            self.a.resize(rows * ld, 0);
+        }
+        let a = &mut self.a[..rows * ld];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX-512F and AVX512-BF16 (which implies it) were detected just above.
+            unsafe { convert_rows_avx512(a, x, k) };
+        } else {
+            convert_rows(a, x, k);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        convert_rows(a, x, k);
+    }
+
+    /// `out [rows, n] = x W^T + bias` for the operand of the last [`AmxScratch::load`].
+    ///
+    /// # Panics
+    /// If AMX is not [`available`], if `w` was packed for another depth than the loaded `x`, or if
+    /// `out` or `bias` do not have `rows * n` and `n` values.
+    pub fn product(&mut self, out: &mut [f32], w: &PackedB, bias: Option<&[f32]>) {
+        assert!(
+            available(),
+            "AmxScratch::product: this CPU or OS has no AMX bf16 tiles"
+        );
+        assert_eq!(
+            w.chunks, self.chunks,
+            "AmxScratch::product: W has depth {}, x has rows of {} chunks",
+            w.k, self.chunks
+        );
+        let (rows, n) = (self.rows, w.n);
+        assert_eq!(
+            out.len(),
+            rows * n,
+            "AmxScratch::product: out is not [{rows}, {n}]"
+        );
+        if let Some(b) = bias {
+            assert_eq!(b.len(), n, "AmxScratch::product: bias is not [{n}]");
+        }
+        if rows == 0 || n == 0 {
+            return;
+        }
+        // SAFETY: AMX is available (asserted above, permission granted by `available`); `a` holds
+        // `rows` rows of `chunks * 32` values, `w.data` `col_tiles * chunks` tiles for `n`
+        // columns, `out` is `[rows, n]` and `bias` `[n]` (asserted above): what `tile_product`
+        // reads and writes for these sizes.
+        unsafe {
+            tile_product(
+                (self.a.as_ptr(), rows, self.chunks),
+                (w.data.as_ptr(), n, w.col_tiles),
+                bias.map(|b| b.as_ptr()),
+                out.as_mut_ptr(),
+            )
+        };
+    }
+
+    /// `out [rows, n] = x [rows, k] W^T + bias` in one call ([`AmxScratch::load`] then
+    /// [`AmxScratch::product`]).
+    pub fn linear(&mut self, out: &mut [f32], x: &[f32], w: &PackedB, bias: Option<&[f32]>) {
+        self.load(x, w.k);
+        self.product(out, w, bias);
+    }
+}
+
+/// Rows of `x` (`[rows, k]`) to bfloat16 rows of whole chunks in `dst` (zero after `k`).
+fn convert_rows(dst: &mut [u16], x: &[f32], k: usize) {
+    let ld = k.div_ceil(K_CHUNK) * K_CHUNK;
+    for (d, s) in dst.chunks_exact_mut(ld).zip(x.chunks_exact(k)) {
+        for (o, &v) in d.iter_mut().zip(s) {
+            *o = to_bf16_bits(v);
+        }
+        d[k..].fill(0);
+    }
+}
+
+/// [`convert_rows`] with `VCVTNE2PS2BF16` (round to nearest even, like [`to_bf16_bits`], except
+/// that subnormal inputs become zero, as the tiles read them anyway), one 32-value chunk per step.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert_rows_avx512(dst: &mut [u16], x: &[f32], k: usize) {
+    use std::arch::x86_64::*;
+    let ld = k.div_ceil(K_CHUNK) * K_CHUNK;
+    let mask = |valid: usize| -> __mmask16 { ((1u32 << valid.min(16)) - 1) as __mmask16 };
+    for (d, s) in dst.chunks_exact_mut(ld).zip(x.chunks_exact(k)) {
+        for c in (0..ld).step_by(K_CHUNK) {
+            let (lo_n, hi_n) = (k.saturating_sub(c), k.saturating_sub(c + 16));
+            // SAFETY: masked-off lanes are not read, the others are `s[c..k]`; the store writes
+            // the 32 values `d[c..c + 32]` (`d` has `ld`, a multiple of 32).
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(mask(lo_n), s.as_ptr().wrapping_add(c));
+                let hi = _mm512_maskz_loadu_ps(mask(hi_n), s.as_ptr().wrapping_add(c + 16));
+                let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(d.as_mut_ptr().add(c).cast(), v);
+            }
+        }
+    }
+}
+
+/// A palette-1 tile configuration (64 bytes: palette, then bytes per row of each tile, then rows).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, PartialEq)]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// The tiles of one block of the output: `rows[i]` valid rows in row tile `i`, `cols[j]` valid
+    /// columns in column tile `j` (0: the tile is absent).
+    ///
+    /// - `tmm0..tmm3`: accumulators `C[i][j]` at `2 i + j`, `rows[i]` by `cols[j]` floats;
+    /// - `tmm4`, `tmm5`: `x` rows of tile `i`, 32 bfloat16 each;
+    /// - `tmm6`, `tmm7`: the packed `W^T` of column tile `j`, 16 rows of `cols[j]` bfloat16 pairs.
+    fn block(rows: [usize; 2], cols: [usize; 2]) -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut set = |t: usize, r: usize, bytes: usize| {
+            if r > 0 && bytes > 0 {
+                c[16 + 2 * t] = bytes as u8; // u16 little-endian, at most 64
+                c[48 + t] = r as u8;
+            }
+        };
+        for (i, &r) in rows.iter().enumerate() {
+            for (j, &c) in cols.iter().enumerate() {
+                set(2 * i + j, r, 4 * c);
+            }
+            set(4 + i, r, 2 * K_CHUNK);
+        }
+        for (j, &c) in cols.iter().enumerate() {
+            set(6 + j, TILE, 4 * c);
+        }
+        TileConfig(c)
+    }
+}
+
+/// `out [rows, n] = a b + bias`: `a` is `(pointer, rows, chunks)`, rows of `chunks * 32` bfloat16
+/// values; `b` is `(pointer, n, col_tiles)`, `col_tiles * chunks` packed tiles (see [`PackedB`]);
+/// `bias` has `n` floats; `out` has row stride `n`.
+///
+/// Blocks of 32 x 32 outputs (column pairs outermost): the accumulators start from the bias (a
+/// tile load with row stride 0) or zero, and are stored straight into `out`. Tiles at the edges are
+/// configured to their valid rows and columns, so nothing outside `out` is written and no padding
+/// is read from `a`.
+///
+/// # Safety
+/// AMX must be [`available`], and the pointers valid for the sizes above.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_product(
+    (a, rows, chunks): (*const u16, usize, usize),
+    (b, n, col_tiles): (*const u16, usize, usize),
+    bias: Option<*const f32>,
+    out: *mut f32,
+) {
+    let lda = chunks * K_CHUNK * 2;
+    let ldb = K_CHUNK * 2;
+    let ldo = n * 4;
+    let mut loaded: Option<TileConfig> = None;
+    // SAFETY (whole body): the caller guarantees AMX and the extents. Row tile `i` of the block at
+    // row `r0` covers rows `r0 + 16 i ..` up to `rows[i]` of them (all `< rows`), column tile `j`
+    // of pair `jp` covers columns `16 (jp + j) ..` up to `cols[j]` of them (all `< n`); the loads
+    // read exactly those rows of `a`, columns of `bias`, and the tiles `jp + j` of `b`, and the
+    // stores write exactly those entries of `out`.
+    unsafe {
+        for jp in (0..col_tiles).step_by(2) {
+            let col = |j: usize| n.saturating_sub((jp + j) * TILE).min(TILE);
+            let cols = [col(0), col(1)];
+            let b_tile = |j: usize| b.add((jp + j) * chunks * TILE_VALUES);
+            for r0 in (0..rows).step_by(2 * TILE) {
+                let tile_rows = [
+                    (rows - r0).min(TILE),
+                    (rows - r0).saturating_sub(TILE).min(TILE),
+                ];
+                let cfg = TileConfig::block(tile_rows, cols);
+                if loaded != Some(cfg) {
+                    asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
+                    loaded = Some(cfg);
+                }
+                let (two_rows, two_cols) = (tile_rows[1] > 0, cols[1] > 0);
+                let a0 = a.add(r0 * chunks * K_CHUNK);
+                let a1 = a0.add(TILE * chunks * K_CHUNK);
+                let o0 = out.add(r0 * n + jp * TILE);
+                let o1 = o0.add(TILE * n);
+                // accumulators: the bias in every row, or zero
+                match bias {
+                    Some(bias) => {
+                        let b0 = bias.add(jp * TILE);
+                        let b1 = b0.add(TILE);
+                        asm!("tileloadd tmm0, [{} + {}*1]", in(reg) b0, in(reg) 0usize, options(nostack, readonly));
+                        if two_cols {
+                            asm!("tileloadd tmm1, [{} + {}*1]", in(reg) b1, in(reg) 0usize, options(nostack, readonly));
+                        }
+                        if two_rows {
+                            asm!("tileloadd tmm2, [{} + {}*1]", in(reg) b0, in(reg) 0usize, options(nostack, readonly));
+                            if two_cols {
+                                asm!("tileloadd tmm3, [{} + {}*1]", in(reg) b1, in(reg) 0usize, options(nostack, readonly));
+                            }
+                        }
+                    }
+                    None => {
+                        asm!("tilezero tmm0", options(nostack, nomem));
+                        if two_cols {
+                            asm!("tilezero tmm1", options(nostack, nomem));
+                        }
+                        if two_rows {
+                            asm!("tilezero tmm2", options(nostack, nomem));
+                            if two_cols {
+                                asm!("tilezero tmm3", options(nostack, nomem));
+                            }
+                        }
+                    }
+                }
+                for kc in 0..chunks {
+                    let (ak, bk) = (kc * K_CHUNK, kc * TILE_VALUES);
+                    asm!("tileloadd tmm4, [{} + {}*1]", in(reg) a0.add(ak), in(reg) lda, options(nostack, readonly));
+                    asm!("tileloadd tmm6, [{} + {}*1]", in(reg) b_tile(0).add(bk), in(reg) ldb, options(nostack, readonly));
+                    asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack, nomem));
+                    if two_cols {
+                        asm!("tileloadd tmm7, [{} + {}*1]", in(reg) b_tile(1).add(bk), in(reg) ldb, options(nostack, readonly));
+                        asm!("tdpbf16ps tmm1, tmm4, tmm7", options(nostack, nomem));
+                    }
+                    if two_rows {
+                        asm!("tileloadd tmm5, [{} + {}*1]", in(reg) a1.add(ak), in(reg) lda, options(nostack, readonly));
+                        asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack, nomem));
+                        if two_cols {
+                            asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
+                        }
+                    }
+                }
+                asm!("tilestored [{} + {}*1], tmm0", in(reg) o0, in(reg) ldo, options(nostack));
+                if two_cols {
+                    asm!("tilestored [{} + {}*1], tmm1", in(reg) o0.add(TILE), in(reg) ldo, options(nostack));
+                }
+                if two_rows {
+                    asm!("tilestored [{} + {}*1], tmm2", in(reg) o1, in(reg) ldo, options(nostack));
+                    if two_cols {
+                        asm!("tilestored [{} + {}*1], tmm3", in(reg) o1.add(TILE), in(reg) ldo, options(nostack));
+                    }
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_product(
+    _a: (*const u16, usize, usize),
+    _b: (*const u16, usize, usize),
+    _bias: Option<*const f32>,
+    _out: *mut f32,
+) {
+    unreachable!("AMX tiles exist only on x86_64 (available() is false elsewhere)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_to_bf16_is_to_nearest_even() {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even 1.0.
+        assert_eq!(round_bf16(1.0 + 2f32.powi(-8)), 1.0);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even 1 + 2^-6.
+        assert_eq!(round_bf16(1.0 + 3.0 * 2f32.powi(-8)), 1.0 + 2f32.powi(-6));
+        // just above half rounds up
+        assert_eq!(
+            round_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)),
+            1.0 + 2f32.powi(-7)
+        );
+        assert_eq!(round_bf16(-2.5), -2.5);
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert_eq!(round_bf16(f32::MAX), f32::INFINITY);
+    }
+
+    #[test]
+    fn packed_values_sit_where_the_tiles_read_them() {
+        // W [n = 3, k = 35]: two chunks of depth, one pair of column tiles.
+        let (n, k) = (3, 35);
+        let w: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+        let mut p = PackedB::new();
+        p.pack(&w, n, k);
+        assert_eq!((p.chunks, p.col_tiles), (2, 1));
+        assert_eq!(p.data.len(), 2 * TILE_VALUES);
+        let at = |jt: usize, c: usize, row: usize, e: usize| {
+            p.data[(jt * 2 + c) * TILE_VALUES + row * K_CHUNK + e]
+        };
+        // column 1, depth 33 (chunk 1, tile row 0, odd): W[1][33] = 35 + 33
+        assert_eq!(at(0, 1, 0, 2 + 1), to_bf16_bits(68.0));
+        // column 2, depth 6 (chunk 0, tile row 3, even): W[2][6] = 76
+        assert_eq!(at(0, 0, 3, 4), to_bf16_bits(76.0));
+        // column 1, depth 34 (chunk 1, tile row 1, even) is the last depth; 35.. and columns 3.. are zero
+        assert_eq!(at(0, 1, 1, 2), to_bf16_bits(69.0));
+        assert_eq!(at(0, 1, 1, 3), 0);
+        assert_eq!(at(0, 1, 2, 2), 0);
+        assert_eq!(at(0, 0, 0, 6), 0);
+        let real = (0..2 * TILE_VALUES).filter(|&i| p.data[i] != 0).count();
+        assert_eq!(
+            real,
+            n * k - 1,
+            "every weight but W[0][0] = 0 is packed once"
+        );
+    }
+
+    /// A small deterministic generator of values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = crate::splitmix64(s);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tile_products_match_the_product_of_the_rounded_operands() {
+        if !available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        let mut sc = AmxScratch::new();
+        let mut w = PackedB::new();
+        // Shapes of the serving path (d = 50, d_ff = 200) and edge cases: one row, one column,
+        // depths around the 32 chunk, rows around the 32 block.
+        for (i, &(m, k, n)) in [
+            (512, 50, 50),
+            (64, 50, 200),
+            (1, 1, 1),
+            (33, 32, 17),
+            (31, 33, 64),
+            (5, 64, 33),
+            (100, 7, 3),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let x = values(m * k, 2 * i as u64);
+            let wt = values(n * k, 2 * i as u64 + 1);
+            let bias = values(n, 99);
+            w.pack(&wt, n, k);
+            // A guard band after `out`: edge tiles must write nothing past it.
+            let mut buf = vec![f32::NAN; m * n + 2 * TILE * TILE];
+            let (out, guard) = buf.split_at_mut(m * n);
+            sc.linear(out, &x, &w, Some(&bias));
+            assert!(
+                guard.iter().all(|g| g.is_nan()),
+                "[{m}, {k}] x [{k}, {n}] wrote past out"
+            );
+            let out = out.to_vec();
+            for r in 0..m {
+                for j in 0..n {
+                    let (mut exact, mut mag) = (bias[j] as f64, bias[j].abs() as f64);
+                    for kk in 0..k {
+                        let p =
+                            round_bf16(x[r * k + kk]) as f64 * round_bf16(wt[j * k + kk]) as f64;
+                        exact += p;
+                        mag += p.abs();
+                    }
+                    let got = out[r * n + j] as f64;
+                    assert!(
+                        (got - exact).abs() <= 1e-6 * mag.max(1e-30) * (k as f64).sqrt(),
+                        "[{m}, {k}] x [{k}, {n}] at ({r}, {j}): {got} vs {exact}"
+                    );
+                }
+            }
+            // The same buffers are reused: a second, smaller product leaves no stale values.
+            let mut again = vec![0.0; m * n];
+            sc.linear(&mut again, &x, &w, Some(&bias));
+            assert_eq!(out, again);
+        }
+    }
+
+    #[test]
+    fn one_loaded_operand_serves_several_products() {
+        if !available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        let (m, k, n) = (40, 50, 50);
+        let x = values(m * k, 7);
+        let (w1, w2) = (values(n * k, 8), values(n * k, 9));
+        let (mut p1, mut p2) = (PackedB::new(), PackedB::new());
+        p1.pack(&w1, n, k);
+        p2.pack(&w2, n, k);
+        let mut sc = AmxScratch::new();
+        let (mut o1, mut o2) = (vec![0.0; m * n], vec![0.0; m * n]);
+        sc.load(&x, k);
+        sc.product(&mut o1, &p1, None);
+        sc.product(&mut o2, &p2, None);
+        let (mut r1, mut r2) = (vec![0.0; m * n], vec![0.0; m * n]);
+        sc.linear(&mut r1, &x, &p1, None);
+        sc.linear(&mut r2, &x, &p2, None);
+        assert_eq!((o1, o2), (r1, r2));
+    }
+}
