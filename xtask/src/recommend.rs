@@ -46,6 +46,7 @@ pub fn run(args: RecommendArgs) -> anyhow::Result<()> {
         &args.run,
         &LoadOptions {
             items: args.items.clone(),
+            ..LoadOptions::default()
         },
     )?;
     let cat = rec.catalog().clone();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use seqrec_data::Dataset;
-use seqrec_models::Model;
+use seqrec_models::{Model, Precision};
 use serde::Serialize;
 
 use crate::ServeError;
@@ -288,6 +288,9 @@ pub fn top_k(row: &[f32], k: usize, skip: &[u32]) -> Vec<Recommendation> {
 pub struct LoadOptions {
     /// A MovieLens `movies.dat` giving titles.
     pub items: Option<PathBuf>,
+    /// The arithmetic of the model's serving forward (`f32` by default; `bf16` on AMX tiles for
+    /// SASRec, see `docs/serving.md`).
+    pub precision: Precision,
 }
 
 /// A model loaded from a run directory, with its catalogue and (for `--user`) the dataset.
@@ -334,6 +337,9 @@ impl Recommender {
             .build(&train, cfg.train.seed)
             .map_err(|e| ServeError::load(run, e))?;
         model.load(&best).map_err(|e| ServeError::load(&best, e))?;
+        model
+            .set_serving_precision(opts.precision)
+            .map_err(|e| ServeError::load(run, e))?;
         let items_path = best.join("items.json");
         let items: Vec<String> = std::fs::read(&items_path)
             .map_err(|e| ServeError::load(&items_path, e))
@@ -356,10 +362,13 @@ impl Recommender {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let model_id = match epoch {
+        let mut model_id = match epoch {
             Some(e) => format!("{}/{run_name}/epoch-{e}", model.name()),
             None => format!("{}/{run_name}", model.name()),
         };
+        if opts.precision != Precision::F32 {
+            model_id = format!("{model_id}@{}", opts.precision);
+        }
         drop(train);
         let mut rec = Self::from_model(model, items, model_id)?;
         rec.dataset = Some(exp.ds);

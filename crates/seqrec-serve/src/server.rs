@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use seqrec_models::Precision;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -40,6 +42,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// MovieLens `movies.dat` for titles.
     pub items: Option<PathBuf>,
+    /// Arithmetic of the model's serving forward.
+    pub precision: Precision,
     /// Micro-batching settings.
     pub engine: EngineConfig,
     /// Largest accepted request body, bytes.
@@ -59,6 +63,7 @@ impl ServerConfig {
             sync: SyncMode::Normal,
             token: None,
             items: None,
+            precision: Precision::F32,
             engine: EngineConfig::default(),
             body_limit: 256 * 1024,
             max_history_items: 10_000,
@@ -117,6 +122,7 @@ fn start_engine(
 ) -> Result<Engine, ServeError> {
     let opts = LoadOptions {
         items: cfg.items.clone(),
+        precision: cfg.precision,
     };
     let load = loader.0.clone();
     Engine::start(move || load(&run, &opts), cfg.engine, Some(metrics.clone()))

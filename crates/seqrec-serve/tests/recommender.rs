@@ -363,7 +363,14 @@ fn titles_from_a_latin1_movies_file() {
     let movies = b"101::Caf\xe9 (1999)::Drama\n102::Plain (2000)::Comedy|Drama\n999::Elsewhere (1990)::Drama\n".to_vec();
     let path = dir.join("movies.dat");
     std::fs::write(&path, movies).unwrap();
-    let rec = Recommender::load(&run, &LoadOptions { items: Some(path) }).unwrap();
+    let rec = Recommender::load(
+        &run,
+        &LoadOptions {
+            items: Some(path),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
     let cat = rec.catalog();
     assert_eq!(cat.title(cat.dense("101").unwrap()), Some("Café (1999)"));
     assert_eq!(cat.title(cat.dense("102").unwrap()), Some("Plain (2000)"));
@@ -435,4 +442,52 @@ fn trimmed_scoring_equals_the_full_window(tied_output: bool) {
             );
         }
     }
+}
+
+/// `LoadOptions::precision`: a SASRec run loads in bf16 where the CPU has AMX tiles (its model id
+/// says so, and its scores stay within 3% of each row's range of the f32 scores); a GRU4Rec run, which
+/// has no bf16 path, is refused with an error that names the fix.
+#[test]
+fn bf16_precision_loads_sasrec_and_refuses_others() {
+    use seqrec_models::Precision;
+    let dir = scratch("rec-bf16");
+    let bf16 = LoadOptions {
+        precision: Precision::Bf16,
+        ..LoadOptions::default()
+    };
+    let gru = train_run(&dir, "gru", "gru4rec", 3, 1);
+    let err = Recommender::load(&gru, &bf16).unwrap_err().to_string();
+    assert!(err.contains("--precision f32"), "{err}");
+    let run = train_run(&dir, "sasrec", "sasrec", 1, 1);
+    let mut f32_rec = Recommender::load(&run, &LoadOptions::default()).unwrap();
+    let mut rec = match Recommender::load(&run, &bf16) {
+        Ok(rec) => rec,
+        Err(e) => {
+            assert!(e.to_string().contains("AMX"), "{e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    assert!(
+        rec.catalog().model_id().ends_with("@bf16"),
+        "{}",
+        rec.catalog().model_id()
+    );
+    let cat = rec.catalog().clone();
+    let n = cat.n_items();
+    let w = cat.window(&[3, 17, 9, 30, 1, 22]);
+    let (mut a, mut b) = (vec![0.0f32; n + 1], vec![0.0f32; n + 1]);
+    f32_rec.model_mut().score_serving(&w, 1, &mut a);
+    rec.model_mut().score_serving(&w, 1, &mut b);
+    let range = a[1..].iter().fold(f32::MIN, |m, &x| m.max(x))
+        - a[1..].iter().fold(f32::MAX, |m, &x| m.min(x));
+    let diff = a[1..]
+        .iter()
+        .zip(&b[1..])
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff > 0.0 && diff <= 0.03 * range,
+        "bf16 moved a score by {diff}, range {range}"
+    );
 }
