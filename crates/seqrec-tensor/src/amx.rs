@@ -101,6 +101,8 @@ pub struct PackedB {
     col_tiles: usize,
     /// `[col_tiles, chunks, 16, 32]` bfloat16 bits.
     data: Vec<u16>,
+    /// The weights last packed, `[n, k]`: packing them again is a comparison, not a repack.
+    source: Vec<f32>,
 }
 
 impl PackedB {
@@ -110,7 +112,9 @@ impl PackedB {
     }
 
     /// Packs `w` (`[n, k]`, row-major, a linear layer's weight) as the right operand `W^T [k, n]`,
-    /// reusing this value's storage.
+    /// reusing this value's storage. Weights bit-identical to the last ones packed are only compared
+    /// (one `memcmp`, several times cheaper than packing), so a caller may pack on every call and
+    /// still never use stale weights.
     ///
     /// # Panics
     /// If `w.len() != n * k`.
@@ -121,6 +125,11 @@ impl PackedB {
             "PackedB::pack: w has {} values, not {n} x {k}",
             w.len()
         );
+        if (self.n, self.k) == (n, k) && as_bytes(&self.source) == as_bytes(w) {
+            return;
+        }
+        self.source.clear();
+        self.source.extend_from_slice(w);
         self.k = k;
         self.n = n;
         self.chunks = k.div_ceil(K_CHUNK);
@@ -147,6 +156,13 @@ impl PackedB {
     pub fn n(&self) -> usize {
         self.n
     }
+}
+
+/// The bytes of `v` (so that comparing two slices is one `memcmp`, bit for bit).
+fn as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: `v` is `size_of_val(v)` initialised bytes (f32 has no padding), and `u8` has no
+    // alignment or validity requirement; the borrow keeps `v` alive and unchanged.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// The converted left operand and the `f32` output blocks of [`AmxScratch::linear`], reused
@@ -466,24 +482,31 @@ mod tests {
         p.pack(&w, n, k);
         assert_eq!((p.chunks, p.col_tiles), (2, 1));
         assert_eq!(p.data.len(), 2 * TILE_VALUES);
-        let at = |jt: usize, c: usize, row: usize, e: usize| {
+        let at = |p: &PackedB, jt: usize, c: usize, row: usize, e: usize| {
             p.data[(jt * 2 + c) * TILE_VALUES + row * K_CHUNK + e]
         };
         // column 1, depth 33 (chunk 1, tile row 0, odd): W[1][33] = 35 + 33
-        assert_eq!(at(0, 1, 0, 2 + 1), to_bf16_bits(68.0));
+        assert_eq!(at(&p, 0, 1, 0, 2 + 1), to_bf16_bits(68.0));
         // column 2, depth 6 (chunk 0, tile row 3, even): W[2][6] = 76
-        assert_eq!(at(0, 0, 3, 4), to_bf16_bits(76.0));
+        assert_eq!(at(&p, 0, 0, 3, 4), to_bf16_bits(76.0));
         // column 1, depth 34 (chunk 1, tile row 1, even) is the last depth; 35.. and columns 3.. are zero
-        assert_eq!(at(0, 1, 1, 2), to_bf16_bits(69.0));
-        assert_eq!(at(0, 1, 1, 3), 0);
-        assert_eq!(at(0, 1, 2, 2), 0);
-        assert_eq!(at(0, 0, 0, 6), 0);
+        assert_eq!(at(&p, 0, 1, 1, 2), to_bf16_bits(69.0));
+        assert_eq!(at(&p, 0, 1, 1, 3), 0);
+        assert_eq!(at(&p, 0, 1, 2, 2), 0);
+        assert_eq!(at(&p, 0, 0, 0, 6), 0);
         let real = (0..2 * TILE_VALUES).filter(|&i| p.data[i] != 0).count();
         assert_eq!(
             real,
             n * k - 1,
             "every weight but W[0][0] = 0 is packed once"
         );
+        // Packing changed weights again repacks them; the same weights leave the packing as it is.
+        let mut w2 = w.clone();
+        w2[35 + 33] = -1.0;
+        p.pack(&w2, n, k);
+        assert_eq!(at(&p, 0, 1, 0, 2 + 1), to_bf16_bits(-1.0));
+        p.pack(&w, n, k);
+        assert_eq!(at(&p, 0, 1, 0, 2 + 1), to_bf16_bits(68.0));
     }
 
     /// A small deterministic generator of values in [-1, 1).
