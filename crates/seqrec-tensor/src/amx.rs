@@ -355,11 +355,12 @@ unsafe fn tile_product(
     let ldb = K_CHUNK * 2;
     let ldo = n * 4;
     let mut loaded: Option<TileConfig> = None;
-    // SAFETY (whole body): the caller guarantees AMX and the extents. Row tile `i` of the block at
-    // row `r0` covers rows `r0 + 16 i ..` up to `rows[i]` of them (all `< rows`), column tile `j`
-    // of pair `jp` covers columns `16 (jp + j) ..` up to `cols[j]` of them (all `< n`); the loads
-    // read exactly those rows of `a`, columns of `bias`, and the tiles `jp + j` of `b`, and the
-    // stores write exactly those entries of `out`.
+    // Row tile `i` of the block at row `r0` covers rows `r0 + 16 i ..` up to `rows[i]` of them
+    // (all `< rows`), column tile `j` of pair `jp` covers columns `16 (jp + j) ..` up to `cols[j]`
+    // of them (all `< n`); the loads read exactly those rows of `a`, columns of `bias`, and the
+    // tiles `jp + j` of `b`, and the stores write exactly those entries of `out`.
+    // SAFETY: the caller guarantees AMX and the extents, and the above keeps every access of the
+    // whole body inside them.
     unsafe {
         for jp in (0..col_tiles).step_by(2) {
             let col = |j: usize| n.saturating_sub((jp + j) * TILE).min(TILE);
