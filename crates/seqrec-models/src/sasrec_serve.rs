@@ -179,6 +179,9 @@ struct PartScratch<T> {
     /// row `[n, d]` before they are transposed per history into `kt`.
     amx: AmxScratch,
     k_rows: Tensor<T>,
+    /// The bf16 attention: one history's keys (as `K^T`) and values of one head, packed.
+    kp: PackedB,
+    vp: PackedB,
 }
 
 impl<T: Float> PartScratch<T> {
@@ -200,6 +203,8 @@ impl<T: Float> PartScratch<T> {
             hq: z(),
             amx: AmxScratch::new(),
             k_rows: z(),
+            kp: PackedB::new(),
+            vp: PackedB::new(),
         }
     }
 }
@@ -631,14 +636,15 @@ fn transpose_per_history<T: Float>(kt: &mut Tensor<T>, k: &[T], start: &[usize],
     }
 }
 
-/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`); on the bf16 path the
-/// keys go through `k_rows` (`[n, d]`) and are transposed afterwards.
+/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`). On the bf16 path the
+/// keys go to `k_rows` (`[n, d]`), and are transposed into `kt` only when `transpose_keys` (the
+/// bf16 attention of [`full_block`] reads the rows).
 fn project_kv<T: Float>(
     (kt, v, k_rows): (&mut Tensor<T>, &mut Tensor<T>, &mut Tensor<T>),
     layer: &TransformerBlock<T>,
     x: &Tensor<T>,
     start: &[usize],
-    tiles: Tiles<'_>,
+    (tiles, transpose_keys): (Tiles<'_>, bool),
 ) {
     let d = layer.config().d_model;
     let w = layer.self_attn.in_proj_weight.value.as_slice();
@@ -648,7 +654,9 @@ fn project_kv<T: Float>(
     match tiles {
         Some((amx, p)) => {
             project(k_rows, x.as_slice(), (wk, bk), d, Some((&mut *amx, &p.k)));
-            transpose_per_history(kt, k_rows.as_slice(), start, d);
+            if transpose_keys {
+                transpose_per_history(kt, k_rows.as_slice(), start, d);
+            }
             project(v, x.as_slice(), (wv, bv), d, Some((amx, &p.v)));
         }
         None => {
@@ -735,26 +743,40 @@ fn full_block<T: Float>(
     let amx = &mut sc.amx;
     project_q(&mut rows.q, layer, q_src, packed.map(|p| (&mut *amx, p)));
     let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
-    project_kv(kv, layer, kv_src, &sc.start, packed.map(|p| (&mut *amx, p)));
+    let tiles = packed.map(|p| (&mut *amx, p));
+    project_kv(kv, layer, kv_src, &sc.start, (tiles, false));
     // 2. ctx = causal attention of every packed position over its history's earlier positions.
     rows.ctx.resize(&[n, d]);
     let (heads, dh) = (c.num_heads, d / c.num_heads);
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
     sc.probs.resize(TILE * (l + LANES), T::ZERO);
-    for r in sc.start.windows(2) {
-        let (o, nr) = (r[0], r[1] - r[0]);
-        for h in 0..heads {
-            for i0 in (0..nr).step_by(TILE) {
-                let tile = Tile {
+    if packed.is_some() {
+        let ctx = as_f32_mut(rows.ctx.as_mut_slice()).expect("the bf16 path runs f32 models only");
+        let acts = Activations {
+            q: f32s(rows.q.as_slice()),
+            k: f32s(sc.k_rows.as_slice()),
+            v: f32s(sc.v.as_slice()),
+        };
+        let probs = as_f32_mut(&mut sc.probs).expect("the bf16 path runs f32 models only");
+        let tiles = (&mut *amx, &mut sc.kp, &mut sc.vp);
+        let scale = scale.to_f64() as f32;
+        acts.attend_bf16(ctx, probs, tiles, (&sc.start, heads, scale));
+    } else {
+        for r in sc.start.windows(2) {
+            let (o, nr) = (r[0], r[1] - r[0]);
+            for h in 0..heads {
+                for i0 in (0..nr).step_by(TILE) {
+                    let tile = Tile {
                     q: &rows.q,
                     kt: &sc.kt,
                     v: &sc.v,
                     history: (o, nr),
                     queries: (i0, (i0 + TILE).min(nr)),
-                    head: (h * dh, dh),
-                    scale,
-                };
-                tile.attend(&mut rows.ctx, &mut sc.probs);
+                        head: (h * dh, dh),
+                        scale,
+                    };
+                    tile.attend(&mut rows.ctx, &mut sc.probs);
+                }
             }
         }
     }
@@ -768,6 +790,58 @@ fn full_block<T: Float>(
     );
     // 4-6. residuals, LN2 and the feed-forward.
     finish_block(layer, rows, packed.map(|p| (amx, p)));
+}
+
+/// Queries, keys and values `[n, d]` of every packed position (the bf16 attention of
+/// [`full_block`]).
+struct Activations<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+impl Activations<'_> {
+    /// `ctx [n, d]`: causal attention of every packed position over its history's earlier ones, the
+    /// two products of each tile of [`TILE`] queries on AMX tiles (bf16 operands, `f32` sums) and
+    /// the softmax in `f32` between them. For each history (rows `start[r]..start[r + 1]`) and
+    /// head, the keys are packed as `K^T` and the values as `V` once; each tile of queries then
+    /// computes `S = (scale Q) K^T` over the keys up to its last query, the prefix softmax of each
+    /// row (entries above the diagonal get 0), and `ctx = P V` over the same keys.
+    fn attend_bf16(
+        &self,
+        ctx: &mut [f32],
+        probs: &mut [f32],
+        (amx, kp, vp): (&mut AmxScratch, &mut PackedB, &mut PackedB),
+        (start, heads, scale): (&[usize], usize, f32),
+    ) {
+        let n = start.last().copied().unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        let d = self.q.len() / n;
+        let dh = d / heads;
+        for r in start.windows(2) {
+            let (o, nr) = (r[0], r[1] - r[0]);
+            if nr == 0 {
+                continue;
+            }
+            for c0 in (0..d).step_by(dh) {
+                kp.pack_rows(&self.k[o * d + c0..], (nr, dh, d));
+                vp.pack_cols(&self.v[o * d + c0..], (nr, dh, d));
+                for i0 in (0..nr).step_by(TILE) {
+                    let i1 = (i0 + TILE).min(nr);
+                    let (m, ld) = (i1 - i0, i1.next_multiple_of(LANES));
+                    amx.load_rows(&self.q[(o + i0) * d + c0..], (m, dh, d), scale);
+                    amx.product_into((&mut probs[..m * ld], ld), kp, i1, None);
+                    for (ii, row) in probs[..m * ld].chunks_exact_mut(ld).enumerate() {
+                        softmax_prefix(row, i0 + ii + 1);
+                    }
+                    amx.load_rows(probs, (m, i1, ld), 1.0);
+                    amx.product_into((&mut ctx[(o + i0) * d + c0..], d), vp, dh, None);
+                }
+            }
+        }
+    }
 }
 
 /// One tile of causal attention: queries `i0..i1` of the history of `nr` packed rows from `o`,
@@ -905,22 +979,12 @@ fn last_block<T: Float>(
     let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
     if c.norm == NormPlacement::Pre {
         layer_norm(&layer.norm1, &mut full.l1, &full.x);
-        project_kv(
-            kv,
-            layer,
-            &full.l1,
-            &sc.start,
-            packed.map(|p| (&mut *amx, p)),
-        );
+        let tiles = packed.map(|p| (&mut *amx, p));
+        project_kv(kv, layer, &full.l1, &sc.start, (tiles, true));
         gather_rows(&mut last.l1, &full.l1, &sc.qrows);
     } else {
-        project_kv(
-            kv,
-            layer,
-            &full.x,
-            &sc.start,
-            packed.map(|p| (&mut *amx, p)),
-        );
+        let tiles = packed.map(|p| (&mut *amx, p));
+        project_kv(kv, layer, &full.x, &sc.start, (tiles, true));
     }
     gather_rows(&mut last.x, &full.x, &sc.qrows);
     let q_tiles = packed.map(|p| (&mut *amx, p));

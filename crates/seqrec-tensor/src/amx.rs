@@ -52,7 +52,8 @@ fn detect() -> bool {
         return false;
     }
     let edx = __cpuid_count(7, 0).edx;
-    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+    // The bf16 conversions use AVX512-BF16, which every CPU with AMX-BF16 has (checked anyway).
+    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 || !is_x86_feature_detected!("avx512bf16") {
         return false;
     }
     // Linux keeps the 8 KiB of tile data out of a thread's state until the process asks for it.
@@ -128,15 +129,8 @@ impl PackedB {
         if (self.n, self.k) == (n, k) && as_bytes(&self.source) == as_bytes(w) {
             return;
         }
-        self.source.clear();
+        self.shape(n, k);
         self.source.extend_from_slice(w);
-        self.k = k;
-        self.n = n;
-        self.chunks = k.div_ceil(K_CHUNK);
-        self.col_tiles = n.div_ceil(TILE);
-        self.data.clear();
-        self.data
-            .resize(self.col_tiles * self.chunks * TILE_VALUES, 0);
         for (j, row) in w.chunks_exact(k).enumerate() {
             let (jt, jc) = (j / TILE, j % TILE);
             for (kk, &v) in row.iter().enumerate() {
@@ -145,6 +139,61 @@ impl PackedB {
                 self.data[at] = to_bf16_bits(v);
             }
         }
+    }
+
+    /// Sizes the operand for `n` columns of depth `k`, all zero, and forgets the last weights.
+    fn shape(&mut self, n: usize, k: usize) {
+        self.source.clear();
+        self.k = k;
+        self.n = n;
+        self.chunks = k.div_ceil(K_CHUNK);
+        self.col_tiles = n.div_ceil(TILE);
+        self.data.clear();
+        self.data
+            .resize(self.col_tiles * self.chunks * TILE_VALUES, 0);
+    }
+
+    /// Packs the rows of an activation as `W^T`: row `j < n` of `W` is `w[j ld..j ld + k]` (an
+    /// attention head's keys, `S = Q K^T`). No comparison with the last operand: activations
+    /// change on every call.
+    ///
+    /// # Panics
+    /// If AMX is not [`available`] or the last row ends past `w`.
+    pub fn pack_rows(&mut self, w: &[f32], (n, k, ld): (usize, usize, usize)) {
+        assert!(available(), "PackedB::pack_rows: no AMX bf16 tiles");
+        assert!(
+            n == 0 || (n - 1) * ld + k <= w.len(),
+            "PackedB::pack_rows: {n} rows of {k} at stride {ld} pass the {} values",
+            w.len()
+        );
+        self.shape(n, k);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` checked AVX512-BF16; `shape` sized and zeroed the tiles, and the
+        // assert above keeps the rows inside `w`.
+        unsafe {
+            pack_rows_avx512(self, w, ld)
+        };
+    }
+
+    /// Packs an activation `V [k, n]` (row `r < k` at `v[r ld..r ld + n]`) as the right operand
+    /// itself, not transposed (an attention head's values, `ctx = P V`).
+    ///
+    /// # Panics
+    /// If AMX is not [`available`] or the last row ends past `v`.
+    pub fn pack_cols(&mut self, v: &[f32], (k, n, ld): (usize, usize, usize)) {
+        assert!(available(), "PackedB::pack_cols: no AMX bf16 tiles");
+        assert!(
+            k == 0 || (k - 1) * ld + n <= v.len(),
+            "PackedB::pack_cols: {k} rows of {n} at stride {ld} pass the {} values",
+            v.len()
+        );
+        self.shape(n, k);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` checked AVX512-BF16; `shape` sized and zeroed the tiles, and the
+        // assert above keeps the rows inside `v`.
+        unsafe {
+            pack_cols_avx512(self, v, ld)
+        };
     }
 
     /// Depth of the product (`k`).
@@ -193,24 +242,35 @@ impl AmxScratch {
             "AmxScratch::load: {} values are not rows of {k}",
             x.len()
         );
-        let rows = x.len() / k;
+        self.load_rows(x, (x.len() / k, k, k), 1.0);
+    }
+
+    /// [`AmxScratch::load`] of `alpha x` for `rows` rows of `k` values, row `r` at `x[r ld..]`
+    /// (a view into a wider matrix: one attention head's columns, a tile of queries).
+    ///
+    /// # Panics
+    /// If the last row ends past `x`.
+    pub fn load_rows(&mut self, x: &[f32], (rows, k, ld): (usize, usize, usize), alpha: f32) {
+        assert!(
+            rows == 0 || (rows - 1) * ld + k <= x.len(),
+            "AmxScratch::load_rows: {rows} rows of {k} at stride {ld} pass the {} values",
+            x.len()
+        );
         let chunks = k.div_ceil(K_CHUNK);
-        let ld = chunks * K_CHUNK;
+        let width = chunks * K_CHUNK;
         self.rows = rows;
         self.chunks = chunks;
-        if self.a.len() < rows * ld {
-            self.a.resize(rows * ld, 0);
+        if self.a.len() < rows * width {
+            self.a.resize(rows * width, 0);
         }
-        let a = &mut self.a[..rows * ld];
+        let a = &mut self.a[..rows * width];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bf16") {
-            // SAFETY: AVX-512F and AVX512-BF16 (which implies it) were detected just above.
-            unsafe { convert_rows_avx512(a, x, k) };
-        } else {
-            convert_rows(a, x, k);
+        if available() {
+            // SAFETY: `available` checked AVX512-BF16 (and so AVX-512F).
+            unsafe { convert_rows_avx512(a, x, (k, ld), alpha) };
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        convert_rows(a, x, k);
+        convert_rows(a, x, (k, ld), alpha);
     }
 
     /// `out [rows, n] = x W^T + bias` for the operand of the last [`AmxScratch::load`].
@@ -219,37 +279,81 @@ impl AmxScratch {
     /// If AMX is not [`available`], if `w` was packed for another depth than the loaded `x`, or if
     /// `out` or `bias` do not have `rows * n` and `n` values.
     pub fn product(&mut self, out: &mut [f32], w: &PackedB, bias: Option<&[f32]>) {
-        assert!(
-            available(),
-            "AmxScratch::product: this CPU or OS has no AMX bf16 tiles"
-        );
         assert_eq!(
             w.chunks, self.chunks,
             "AmxScratch::product: W has depth {}, x has rows of {} chunks",
             w.k, self.chunks
         );
-        let (rows, n) = (self.rows, w.n);
         assert_eq!(
             out.len(),
-            rows * n,
-            "AmxScratch::product: out is not [{rows}, {n}]"
+            self.rows * w.n,
+            "AmxScratch::product: out is not [{}, {}]",
+            self.rows,
+            w.n
+        );
+        self.product_into((out, w.n), w, w.n, bias);
+    }
+
+    /// The first `n` columns of `x W^T + bias` into `out` at row stride `ldo` (`out` = `(slice,
+    /// ldo)`). The loaded `x` may be shallower than `w` (fewer depth chunks): only its depths are
+    /// summed, the depths of `w` beyond them meeting zeros of `x` in its last chunk (an attention's
+    /// `P V` over the keys up to the last query, with `V` packed for all keys).
+    ///
+    /// # Panics
+    /// If AMX is not [`available`], if `x` is deeper than `w`, if `n` exceeds `w`'s columns, or if
+    /// `out` or `bias` are too short.
+    pub fn product_into(
+        &mut self,
+        (out, ldo): (&mut [f32], usize),
+        w: &PackedB,
+        n: usize,
+        bias: Option<&[f32]>,
+    ) {
+        assert!(
+            available(),
+            "AmxScratch::product: this CPU or OS has no AMX bf16 tiles"
+        );
+        let rows = self.rows;
+        assert!(
+            self.chunks <= w.chunks && n <= w.n,
+            "AmxScratch::product: x has {} depth chunks, W {}; {n} columns of {}",
+            self.chunks,
+            w.chunks,
+            w.n
+        );
+        assert!(
+            rows == 0 || n == 0 || (ldo >= n && (rows - 1) * ldo + n <= out.len()),
+            "AmxScratch::product: out is too short for [{rows}, {n}] at stride {ldo}"
         );
         if let Some(b) = bias {
-            assert_eq!(b.len(), n, "AmxScratch::product: bias is not [{n}]");
+            assert!(
+                b.len() >= n,
+                "AmxScratch::product: bias has fewer than {n} values"
+            );
         }
-        if rows == 0 || n == 0 {
+        if rows == 0 || n == 0 || self.chunks == 0 {
+            if let Some(b) = bias {
+                for r in 0..rows {
+                    out[r * ldo..r * ldo + n].copy_from_slice(&b[..n]);
+                }
+            } else {
+                for r in 0..rows {
+                    out[r * ldo..r * ldo + n].fill(0.0);
+                }
+            }
             return;
         }
         // SAFETY: AMX is available (asserted above, permission granted by `available`); `a` holds
-        // `rows` rows of `chunks * 32` values, `w.data` `col_tiles * chunks` tiles for `n`
-        // columns, `out` is `[rows, n]` and `bias` `[n]` (asserted above): what `tile_product`
-        // reads and writes for these sizes.
+        // `rows` rows of `chunks * 32` values, `w.data` `w.col_tiles * w.chunks` tiles, of which
+        // the first `n.div_ceil(16)` column tiles and `chunks <= w.chunks` depth chunks are read;
+        // `out` holds `rows` rows of `n` at stride `ldo` and `bias` `n` values (asserted above):
+        // what `tile_product` reads and writes for these sizes.
         unsafe {
             tile_product(
                 (self.a.as_ptr(), rows, self.chunks),
-                (w.data.as_ptr(), n, w.col_tiles),
+                (w.data.as_ptr(), w.chunks, n),
                 bias.map(|b| b.as_ptr()),
-                out.as_mut_ptr(),
+                (out.as_mut_ptr(), ldo),
             )
         };
     }
@@ -262,15 +366,22 @@ impl AmxScratch {
     }
 }
 
-/// Rows of `x` (`[rows, k]`) to bfloat16 rows of whole chunks in `dst` (zero after `k`).
-fn convert_rows(dst: &mut [u16], x: &[f32], k: usize) {
-    let ld = k.div_ceil(K_CHUNK) * K_CHUNK;
-    for (d, s) in dst.chunks_exact_mut(ld).zip(x.chunks_exact(k)) {
-        for (o, &v) in d.iter_mut().zip(s) {
-            *o = to_bf16_bits(v);
+/// Rows `alpha x[r ld..r ld + k]` to bfloat16 rows of whole chunks in `dst` (zero after `k`).
+fn convert_rows(dst: &mut [u16], x: &[f32], (k, ld): (usize, usize), alpha: f32) {
+    let width = k.div_ceil(K_CHUNK) * K_CHUNK;
+    for (r, d) in dst.chunks_exact_mut(width).enumerate() {
+        for (o, &v) in d.iter_mut().zip(&x[r * ld..r * ld + k]) {
+            *o = to_bf16_bits(alpha * v);
         }
         d[k..].fill(0);
     }
+}
+
+/// The lanes `0..valid` (at most 16) of a 16-lane mask.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn lanes(valid: usize) -> u16 {
+    ((1u32 << valid.min(16)) - 1) as u16
 }
 
 /// [`convert_rows`] with `VCVTNE2PS2BF16` (round to nearest even, like [`to_bf16_bits`], except
@@ -280,21 +391,91 @@ fn convert_rows(dst: &mut [u16], x: &[f32], k: usize) {
 /// The CPU must have AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn convert_rows_avx512(dst: &mut [u16], x: &[f32], k: usize) {
+unsafe fn convert_rows_avx512(dst: &mut [u16], x: &[f32], (k, ld): (usize, usize), alpha: f32) {
     use std::arch::x86_64::*;
-    let ld = k.div_ceil(K_CHUNK) * K_CHUNK;
-    let mask = |valid: usize| -> __mmask16 { ((1u32 << valid.min(16)) - 1) as __mmask16 };
-    for (d, s) in dst.chunks_exact_mut(ld).zip(x.chunks_exact(k)) {
-        for c in (0..ld).step_by(K_CHUNK) {
+    let width = k.div_ceil(K_CHUNK) * K_CHUNK;
+    let scale = _mm512_set1_ps(alpha);
+    for (r, d) in dst.chunks_exact_mut(width).enumerate() {
+        let s = &x[r * ld..r * ld + k];
+        for c in (0..width).step_by(K_CHUNK) {
             let (lo_n, hi_n) = (k.saturating_sub(c), k.saturating_sub(c + 16));
             // SAFETY: masked-off lanes are not read, the others are `s[c..k]`; the store writes
-            // the 32 values `d[c..c + 32]` (`d` has `ld`, a multiple of 32).
+            // the 32 values `d[c..c + 32]` (`d` has `width`, a multiple of 32).
             unsafe {
-                let lo = _mm512_maskz_loadu_ps(mask(lo_n), s.as_ptr().wrapping_add(c));
-                let hi = _mm512_maskz_loadu_ps(mask(hi_n), s.as_ptr().wrapping_add(c + 16));
+                let lo = _mm512_maskz_loadu_ps(lanes(lo_n), s.as_ptr().wrapping_add(c));
+                let hi = _mm512_maskz_loadu_ps(lanes(hi_n), s.as_ptr().wrapping_add(c + 16));
+                let (lo, hi) = (_mm512_mul_ps(lo, scale), _mm512_mul_ps(hi, scale));
                 let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
                 _mm512_storeu_si512(d.as_mut_ptr().add(c).cast(), v);
             }
+        }
+    }
+}
+
+/// [`PackedB::pack_rows`] on vectors: each 32-value chunk of a row of `w` is converted to 16
+/// bfloat16 pairs, which go down one column of its tile (a scatter at a 64-byte stride).
+///
+/// # Safety
+/// The CPU must have AVX512-BF16; `p.data` must hold the zeroed tiles for `n` rows of `k` values,
+/// and `w` the rows `j ld..j ld + k` for `j < n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn pack_rows_avx512(p: &mut PackedB, w: &[f32], ld: usize) {
+    use std::arch::x86_64::*;
+    let (n, k, chunks) = (p.n, p.k, p.chunks);
+    let down = _mm512_setr_epi32(
+        0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+    );
+    let data = p.data.as_mut_ptr().cast::<i32>();
+    for j in 0..n {
+        let row = &w[j * ld..j * ld + k];
+        let (jt, jc) = (j / TILE, j % TILE);
+        for c in 0..chunks {
+            let at = c * K_CHUNK;
+            let (lo_n, hi_n) = (k.saturating_sub(at), k.saturating_sub(at + 16));
+            // SAFETY: masked loads read only `row[at..k]`; the scatter writes the 16 pair slots of
+            // column `jc` in tile `(jt, c)`, inside `p.data` (`col_tiles * chunks * 512` values).
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(lanes(lo_n), row.as_ptr().wrapping_add(at));
+                let hi = _mm512_maskz_loadu_ps(lanes(hi_n), row.as_ptr().wrapping_add(at + 16));
+                let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                let base = data.add((jt * chunks + c) * TILE_VALUES / 2 + jc);
+                _mm512_i32scatter_epi32::<4>(base.cast(), down, pairs);
+            }
+        }
+    }
+}
+
+/// [`PackedB::pack_cols`] on vectors: rows `2 q` and `2 q + 1` of `v`, 16 columns at a time, are
+/// converted and interleaved into one 64-byte tile row.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16; `p.data` must hold the zeroed tiles for depth `k` and `n`
+/// columns, and `v` the rows `r ld..r ld + n` for `r < k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn pack_cols_avx512(p: &mut PackedB, v: &[f32], ld: usize) {
+    use std::arch::x86_64::*;
+    let (n, k, chunks) = (p.n, p.k, p.chunks);
+    let row = |r: usize, jt: usize| -> __m512i {
+        if r >= k {
+            return _mm512_setzero_si512();
+        }
+        let m = lanes(n - jt * TILE);
+        // SAFETY: the mask keeps the load inside `v[r ld + 16 jt..r ld + n]`.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(m, v.as_ptr().wrapping_add(r * ld + jt * TILE));
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(x));
+            _mm512_cvtepu16_epi32(h)
+        }
+    };
+    for q in 0..k.div_ceil(2) {
+        let (c, pr) = (q / TILE, q % TILE);
+        for jt in 0..p.col_tiles {
+            let pair = _mm512_or_si512(row(2 * q, jt), _mm512_slli_epi32::<16>(row(2 * q + 1, jt)));
+            let at = (jt * chunks + c) * TILE_VALUES + pr * K_CHUNK;
+            // SAFETY: tile row `pr` of tile `(jt, c)`: 32 values inside `p.data`.
+            unsafe { _mm512_storeu_si512(p.data.as_mut_ptr().add(at).cast(), pair) };
         }
     }
 }
@@ -334,26 +515,28 @@ impl TileConfig {
 }
 
 /// `out [rows, n] = a b + bias`: `a` is `(pointer, rows, chunks)`, rows of `chunks * 32` bfloat16
-/// values; `b` is `(pointer, n, col_tiles)`, `col_tiles * chunks` packed tiles (see [`PackedB`]);
-/// `bias` has `n` floats; `out` has row stride `n`.
+/// values; `b` is `(pointer, b_chunks, n)`: packed tiles (see [`PackedB`]), `b_chunks >= chunks`
+/// per column tile, of which the first `chunks` are read; `bias` has `n` floats; `out` is
+/// `(pointer, row stride)`.
 ///
 /// Blocks of 32 x 32 outputs (column pairs outermost): the accumulators start from the bias (a
 /// tile load with row stride 0) or zero, and are stored straight into `out`. Tiles at the edges are
-/// configured to their valid rows and columns, so nothing outside `out` is written and no padding
-/// is read from `a`.
+/// configured to their valid rows and columns, so nothing outside the `[rows, n]` view of `out` is
+/// written and no padding is read from `a`.
 ///
 /// # Safety
 /// AMX must be [`available`], and the pointers valid for the sizes above.
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile_product(
     (a, rows, chunks): (*const u16, usize, usize),
-    (b, n, col_tiles): (*const u16, usize, usize),
+    (b, b_chunks, n): (*const u16, usize, usize),
     bias: Option<*const f32>,
-    out: *mut f32,
+    (out, ldo): (*mut f32, usize),
 ) {
+    let col_tiles = n.div_ceil(TILE);
     let lda = chunks * K_CHUNK * 2;
     let ldb = K_CHUNK * 2;
-    let ldo = n * 4;
+    let ldo_bytes = ldo * 4;
     let mut loaded: Option<TileConfig> = None;
     // Row tile `i` of the block at row `r0` covers rows `r0 + 16 i ..` up to `rows[i]` of them
     // (all `< rows`), column tile `j` of pair `jp` covers columns `16 (jp + j) ..` up to `cols[j]`
@@ -365,7 +548,7 @@ unsafe fn tile_product(
         for jp in (0..col_tiles).step_by(2) {
             let col = |j: usize| n.saturating_sub((jp + j) * TILE).min(TILE);
             let cols = [col(0), col(1)];
-            let b_tile = |j: usize| b.add((jp + j) * chunks * TILE_VALUES);
+            let b_tile = |j: usize| b.add((jp + j) * b_chunks * TILE_VALUES);
             for r0 in (0..rows).step_by(2 * TILE) {
                 let tile_rows = [
                     (rows - r0).min(TILE),
@@ -379,8 +562,8 @@ unsafe fn tile_product(
                 let (two_rows, two_cols) = (tile_rows[1] > 0, cols[1] > 0);
                 let a0 = a.add(r0 * chunks * K_CHUNK);
                 let a1 = a0.add(TILE * chunks * K_CHUNK);
-                let o0 = out.add(r0 * n + jp * TILE);
-                let o1 = o0.add(TILE * n);
+                let o0 = out.add(r0 * ldo + jp * TILE);
+                let o1 = o0.add(TILE * ldo);
                 // accumulators: the bias in every row, or zero
                 match bias {
                     Some(bias) => {
@@ -427,14 +610,14 @@ unsafe fn tile_product(
                         }
                     }
                 }
-                asm!("tilestored [{} + {}*1], tmm0", in(reg) o0, in(reg) ldo, options(nostack));
+                asm!("tilestored [{} + {}*1], tmm0", in(reg) o0, in(reg) ldo_bytes, options(nostack));
                 if two_cols {
-                    asm!("tilestored [{} + {}*1], tmm1", in(reg) o0.add(TILE), in(reg) ldo, options(nostack));
+                    asm!("tilestored [{} + {}*1], tmm1", in(reg) o0.add(TILE), in(reg) ldo_bytes, options(nostack));
                 }
                 if two_rows {
-                    asm!("tilestored [{} + {}*1], tmm2", in(reg) o1, in(reg) ldo, options(nostack));
+                    asm!("tilestored [{} + {}*1], tmm2", in(reg) o1, in(reg) ldo_bytes, options(nostack));
                     if two_cols {
-                        asm!("tilestored [{} + {}*1], tmm3", in(reg) o1.add(TILE), in(reg) ldo, options(nostack));
+                        asm!("tilestored [{} + {}*1], tmm3", in(reg) o1.add(TILE), in(reg) ldo_bytes, options(nostack));
                     }
                 }
             }
@@ -448,7 +631,7 @@ unsafe fn tile_product(
     _a: (*const u16, usize, usize),
     _b: (*const u16, usize, usize),
     _bias: Option<*const f32>,
-    _out: *mut f32,
+    _out: (*mut f32, usize),
 ) {
     unreachable!("AMX tiles exist only on x86_64 (available() is false elsewhere)")
 }
@@ -576,6 +759,86 @@ mod tests {
             let mut again = vec![0.0; m * n];
             sc.linear(&mut again, &x, &w, Some(&bias));
             assert_eq!(out, again);
+        }
+    }
+
+    #[test]
+    fn activations_pack_like_weights() {
+        if !available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        // A view of `n` rows of `k` values at stride `ld` (one head of a wider matrix), and its
+        // transpose, packed through `pack` as the reference.
+        for &(n, k, ld) in &[
+            (200, 50, 50),
+            (37, 25, 50),
+            (1, 1, 3),
+            (16, 32, 40),
+            (33, 64, 64),
+        ] {
+            let m = values((n - 1) * ld + k, (n * k) as u64);
+            let rows: Vec<f32> = (0..n)
+                .flat_map(|j| m[j * ld..j * ld + k].to_vec())
+                .collect();
+            let (mut got, mut want) = (PackedB::new(), PackedB::new());
+            got.pack_rows(&m, (n, k, ld));
+            want.pack(&rows, n, k);
+            assert_eq!(got.data, want.data, "pack_rows [{n}, {k}] at stride {ld}");
+            // The same view as V [n, k] (n keys of k components): pack_cols(V) is pack(V^T).
+            let vt: Vec<f32> = (0..k)
+                .flat_map(|c| (0..n).map(|j| rows[j * k + c]).collect::<Vec<_>>())
+                .collect();
+            got.pack_cols(&m, (n, k, ld));
+            want.pack(&vt, k, n);
+            assert_eq!(got.data, want.data, "pack_cols [{n}, {k}] at stride {ld}");
+            // An activation packed over the cached weights: packing the weights again repacks.
+            want.pack_rows(&m, (n, k, ld));
+            want.pack(&vt, k, n);
+            assert_eq!(
+                got.data, want.data,
+                "pack after pack_rows reuses stale tiles"
+            );
+        }
+    }
+
+    #[test]
+    fn products_into_strided_views_over_shallower_operands() {
+        if !available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        // ctx = P V as in one attention tile: P [m, i1] (rows at stride ld, scaled), V packed for
+        // all nr keys, the result written into columns c0.. of a wider matrix.
+        let (m, i1, nr, dh, ld, ldo, c0) = (16, 70, 200, 50, 80, 100, 25);
+        let p = values(m * ld, 11);
+        let v = values(nr * dh, 12);
+        let mut packed = PackedB::new();
+        packed.pack_cols(&v, (nr, dh, dh));
+        let mut sc = AmxScratch::new();
+        let alpha = 0.5;
+        sc.load_rows(&p, (m, i1, ld), alpha);
+        let mut out = vec![f32::NAN; m * ldo];
+        sc.product_into((&mut out[c0..], ldo), &packed, dh, None);
+        for r in 0..m {
+            for c in 0..ldo {
+                let got = out[r * ldo + c];
+                if c < c0 || c >= c0 + dh {
+                    assert!(got.is_nan(), "({r}, {c}) outside the view was written");
+                    continue;
+                }
+                let (mut exact, mut mag) = (0.0f64, 0.0f64);
+                for j in 0..i1 {
+                    let x = round_bf16(alpha * p[r * ld + j]) as f64
+                        * round_bf16(v[j * dh + c - c0]) as f64;
+                    exact += x;
+                    mag += x.abs();
+                }
+                assert!(
+                    (got as f64 - exact).abs() <= 1e-6 * mag * (i1 as f64).sqrt(),
+                    "({r}, {c}): {got} vs {exact}"
+                );
+            }
         }
     }
 
