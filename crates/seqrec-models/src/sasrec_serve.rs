@@ -767,11 +767,11 @@ fn full_block<T: Float>(
             for h in 0..heads {
                 for i0 in (0..nr).step_by(TILE) {
                     let tile = Tile {
-                    q: &rows.q,
-                    kt: &sc.kt,
-                    v: &sc.v,
-                    history: (o, nr),
-                    queries: (i0, (i0 + TILE).min(nr)),
+                        q: &rows.q,
+                        kt: &sc.kt,
+                        v: &sc.v,
+                        history: (o, nr),
+                        queries: (i0, (i0 + TILE).min(nr)),
                         head: (h * dh, dh),
                         scale,
                     };

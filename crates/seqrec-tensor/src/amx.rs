@@ -260,9 +260,12 @@ impl AmxScratch {
         let width = chunks * K_CHUNK;
         self.rows = rows;
         self.chunks = chunks;
-        if self.a.len() < rows * width {
-            self.a.resize(rows * width, 0);
+        // Tiles always load 16 rows: the rows after the last one up to a multiple of 16 are zero.
+        let padded = rows.next_multiple_of(TILE);
+        if self.a.len() < padded * width {
+            self.a.resize(padded * width, 0);
         }
+        self.a[rows * width..padded * width].fill(0);
         let a = &mut self.a[..rows * width];
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -480,49 +483,42 @@ unsafe fn pack_cols_avx512(p: &mut PackedB, v: &[f32], ld: usize) {
     }
 }
 
-/// A palette-1 tile configuration (64 bytes: palette, then bytes per row of each tile, then rows).
+/// The palette-1 tile configuration (64 bytes: palette, then bytes per row of each tile, then
+/// rows): all eight tiles 16 rows of 64 bytes. `tmm0..tmm3` accumulate a 32 x 32 block of the
+/// output, `tmm4`, `tmm5` hold two row tiles of `x`, `tmm6`, `tmm7` two column tiles of `W^T`.
 #[repr(C, align(64))]
-#[derive(Clone, Copy, PartialEq)]
 struct TileConfig([u8; 64]);
 
-impl TileConfig {
-    /// The tiles of one block of the output: `rows[i]` valid rows in row tile `i`, `cols[j]` valid
-    /// columns in column tile `j` (0: the tile is absent).
-    ///
-    /// - `tmm0..tmm3`: accumulators `C[i][j]` at `2 i + j`, `rows[i]` by `cols[j]` floats;
-    /// - `tmm4`, `tmm5`: `x` rows of tile `i`, 32 bfloat16 each;
-    /// - `tmm6`, `tmm7`: the packed `W^T` of column tile `j`, 16 rows of `cols[j]` bfloat16 pairs.
-    fn block(rows: [usize; 2], cols: [usize; 2]) -> Self {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut set = |t: usize, r: usize, bytes: usize| {
-            if r > 0 && bytes > 0 {
-                c[16 + 2 * t] = bytes as u8; // u16 little-endian, at most 64
-                c[48 + t] = r as u8;
-            }
-        };
-        for (i, &r) in rows.iter().enumerate() {
-            for (j, &c) in cols.iter().enumerate() {
-                set(2 * i + j, r, 4 * c);
-            }
-            set(4 + i, r, 2 * K_CHUNK);
-        }
-        for (j, &c) in cols.iter().enumerate() {
-            set(6 + j, TILE, 4 * c);
-        }
-        TileConfig(c)
+const TILE_CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1; // palette
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = (K_CHUNK * 2) as u8; // bytes per row (u16 little-endian, high byte 0)
+        c[48 + t] = TILE as u8; // rows
+        t += 1;
     }
+    TileConfig(c)
+};
+
+thread_local! {
+    /// Whether this thread has loaded [`TILE_CONFIG`]. It stays loaded between products (the OS
+    /// saves and restores it with the thread's registers): `LDTILECFG` waits for every tile
+    /// operation in flight, and an attention tile's products are small enough for that wait to
+    /// dominate when it comes with every call.
+    static CONFIGURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `out [rows, n] = a b + bias`: `a` is `(pointer, rows, chunks)`, rows of `chunks * 32` bfloat16
-/// values; `b` is `(pointer, b_chunks, n)`: packed tiles (see [`PackedB`]), `b_chunks >= chunks`
-/// per column tile, of which the first `chunks` are read; `bias` has `n` floats; `out` is
-/// `(pointer, row stride)`.
+/// values (padded with zero rows to a multiple of 16); `b` is `(pointer, b_chunks, n)`: packed
+/// tiles (see [`PackedB`]), `b_chunks >= chunks` per column tile, of which the first `chunks` are
+/// read; `bias` has `n` floats; `out` is `(pointer, row stride)`.
 ///
-/// Blocks of 32 x 32 outputs (column pairs outermost): the accumulators start from the bias (a
-/// tile load with row stride 0) or zero, and are stored straight into `out`. Tiles at the edges are
-/// configured to their valid rows and columns, so nothing outside the `[rows, n]` view of `out` is
-/// written and no padding is read from `a`.
+/// Blocks of 32 x 32 outputs (column pairs outermost), on full 16 x 16 tiles: the accumulators
+/// start from the bias (a tile load with row stride 0) or zero. A whole tile is stored straight
+/// into `out`; a tile over the last rows or columns goes through a 1 KiB scratch, from which the
+/// valid part is copied (its bias through a zero-padded copy), so nothing outside the `[rows, n]`
+/// view of `out` is written.
 ///
 /// # Safety
 /// AMX must be [`available`], and the pointers valid for the sizes above.
@@ -533,63 +529,75 @@ unsafe fn tile_product(
     bias: Option<*const f32>,
     (out, ldo): (*mut f32, usize),
 ) {
+    #[repr(C, align(64))]
+    struct Scratch([f32; TILE * TILE]);
+    let mut scratch = Scratch([0.0; TILE * TILE]);
+    let mut edge_bias = [0.0f32; TILE];
     let col_tiles = n.div_ceil(TILE);
     let lda = chunks * K_CHUNK * 2;
     let ldb = K_CHUNK * 2;
-    let ldo_bytes = ldo * 4;
-    let mut loaded: Option<TileConfig> = None;
-    // Row tile `i` of the block at row `r0` covers rows `r0 + 16 i ..` up to `rows[i]` of them
-    // (all `< rows`), column tile `j` of pair `jp` covers columns `16 (jp + j) ..` up to `cols[j]`
-    // of them (all `< n`); the loads read exactly those rows of `a`, columns of `bias`, and the
-    // tiles `jp + j` of `b`, and the stores write exactly those entries of `out`.
+    let (ldo_bytes, scratch_bytes) = (ldo * 4, TILE * 4);
+    // Row tile `i` of the block at row `r0` covers rows `r0 + 16 i ..` (at most 16, the ones past
+    // `rows` read from the zero padding of `a`), column tile `j` of pair `jp` columns
+    // `16 (jp + j) ..` (at most 16, those past `n` from the zero padding of `b`); a tile with rows
+    // or columns past the view is stored to `scratch` and only its valid part is copied to `out`.
     // SAFETY: the caller guarantees AMX and the extents, and the above keeps every access of the
     // whole body inside them.
     unsafe {
+        if !CONFIGURED.get() {
+            asm!("ldtilecfg [{}]", in(reg) TILE_CONFIG.0.as_ptr(), options(nostack));
+            CONFIGURED.set(true);
+        }
         for jp in (0..col_tiles).step_by(2) {
             let col = |j: usize| n.saturating_sub((jp + j) * TILE).min(TILE);
             let cols = [col(0), col(1)];
             let b_tile = |j: usize| b.add((jp + j) * b_chunks * TILE_VALUES);
+            // The bias of each column tile, through a zero-padded copy at the last columns.
+            let bias_at = |j: usize, edge: &mut [f32; TILE]| -> *const f32 {
+                let p = bias.map_or(std::ptr::null(), |p| p.add((jp + j) * TILE));
+                if cols[j] == TILE || p.is_null() {
+                    return p;
+                }
+                edge.fill(0.0);
+                std::ptr::copy_nonoverlapping(p, edge.as_mut_ptr(), cols[j]);
+                edge.as_ptr()
+            };
+            let biases = [bias_at(0, &mut edge_bias), std::ptr::null()];
+            let biases = if cols[1] > 0 {
+                // only the pair's last tile can be partial
+                [biases[0], bias_at(1, &mut edge_bias)]
+            } else {
+                biases
+            };
             for r0 in (0..rows).step_by(2 * TILE) {
                 let tile_rows = [
                     (rows - r0).min(TILE),
                     (rows - r0).saturating_sub(TILE).min(TILE),
                 ];
-                let cfg = TileConfig::block(tile_rows, cols);
-                if loaded != Some(cfg) {
-                    asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-                    loaded = Some(cfg);
-                }
                 let (two_rows, two_cols) = (tile_rows[1] > 0, cols[1] > 0);
                 let a0 = a.add(r0 * chunks * K_CHUNK);
                 let a1 = a0.add(TILE * chunks * K_CHUNK);
-                let o0 = out.add(r0 * ldo + jp * TILE);
-                let o1 = o0.add(TILE * ldo);
                 // accumulators: the bias in every row, or zero
-                match bias {
-                    Some(bias) => {
-                        let b0 = bias.add(jp * TILE);
-                        let b1 = b0.add(TILE);
-                        asm!("tileloadd tmm0, [{} + {}*1]", in(reg) b0, in(reg) 0usize, options(nostack, readonly));
+                if bias.is_some() {
+                    asm!("tileloadd tmm0, [{} + {}*1]", in(reg) biases[0], in(reg) 0usize, options(nostack, readonly));
+                    if two_cols {
+                        asm!("tileloadd tmm1, [{} + {}*1]", in(reg) biases[1], in(reg) 0usize, options(nostack, readonly));
+                    }
+                    if two_rows {
+                        asm!("tileloadd tmm2, [{} + {}*1]", in(reg) biases[0], in(reg) 0usize, options(nostack, readonly));
                         if two_cols {
-                            asm!("tileloadd tmm1, [{} + {}*1]", in(reg) b1, in(reg) 0usize, options(nostack, readonly));
-                        }
-                        if two_rows {
-                            asm!("tileloadd tmm2, [{} + {}*1]", in(reg) b0, in(reg) 0usize, options(nostack, readonly));
-                            if two_cols {
-                                asm!("tileloadd tmm3, [{} + {}*1]", in(reg) b1, in(reg) 0usize, options(nostack, readonly));
-                            }
+                            asm!("tileloadd tmm3, [{} + {}*1]", in(reg) biases[1], in(reg) 0usize, options(nostack, readonly));
                         }
                     }
-                    None => {
-                        asm!("tilezero tmm0", options(nostack, nomem));
+                } else {
+                    asm!("tilezero tmm0", options(nostack, nomem));
+                    if two_cols {
+                        asm!("tilezero tmm1", options(nostack, nomem));
+                    }
+                    if two_rows {
+                        asm!("tilezero tmm2", options(nostack, nomem));
                         if two_cols {
-                            asm!("tilezero tmm1", options(nostack, nomem));
-                        }
-                        if two_rows {
-                            asm!("tilezero tmm2", options(nostack, nomem));
-                            if two_cols {
-                                asm!("tilezero tmm3", options(nostack, nomem));
-                            }
+                            asm!("tilezero tmm3", options(nostack, nomem));
                         }
                     }
                 }
@@ -610,19 +618,45 @@ unsafe fn tile_product(
                         }
                     }
                 }
-                asm!("tilestored [{} + {}*1], tmm0", in(reg) o0, in(reg) ldo_bytes, options(nostack));
-                if two_cols {
-                    asm!("tilestored [{} + {}*1], tmm1", in(reg) o0.add(TILE), in(reg) ldo_bytes, options(nostack));
-                }
-                if two_rows {
-                    asm!("tilestored [{} + {}*1], tmm2", in(reg) o1, in(reg) ldo_bytes, options(nostack));
-                    if two_cols {
-                        asm!("tilestored [{} + {}*1], tmm3", in(reg) o1.add(TILE), in(reg) ldo_bytes, options(nostack));
+                // Stores: accumulator `2 i + j` holds rows `r0 + 16 i ..` by columns `16 (jp + j) ..`.
+                for (t, (i, j)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                    let (tr, tc) = (tile_rows[i], cols[j]);
+                    if tr == 0 || tc == 0 {
+                        continue;
+                    }
+                    let o = out.add((r0 + i * TILE) * ldo + (jp + j) * TILE);
+                    let whole = tr == TILE && tc == TILE;
+                    let (dst, stride) = if whole {
+                        (o, ldo_bytes)
+                    } else {
+                        (scratch.0.as_mut_ptr(), scratch_bytes)
+                    };
+                    match t {
+                        0 => {
+                            asm!("tilestored [{} + {}*1], tmm0", in(reg) dst, in(reg) stride, options(nostack))
+                        }
+                        1 => {
+                            asm!("tilestored [{} + {}*1], tmm1", in(reg) dst, in(reg) stride, options(nostack))
+                        }
+                        2 => {
+                            asm!("tilestored [{} + {}*1], tmm2", in(reg) dst, in(reg) stride, options(nostack))
+                        }
+                        _ => {
+                            asm!("tilestored [{} + {}*1], tmm3", in(reg) dst, in(reg) stride, options(nostack))
+                        }
+                    }
+                    if !whole {
+                        for r in 0..tr {
+                            std::ptr::copy_nonoverlapping(
+                                scratch.0.as_ptr().add(r * TILE),
+                                o.add(r * ldo),
+                                tc,
+                            );
+                        }
                     }
                 }
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
     }
 }
 
