@@ -42,9 +42,10 @@ pub enum Precision {
     /// `f32` throughout (the default; scores equal the training forward's up to summation order).
     #[default]
     F32,
-    /// The transformer's projections and feed-forwards in bfloat16 on Intel AMX tiles (`f32`
-    /// accumulation; attention, norms and item scoring stay `f32`). Faster on CPUs with AMX; scores
-    /// move by about 1% of their spread, so near-ties may swap places.
+    /// The transformer's matrix products in bfloat16 on Intel AMX tiles, `f32` sums: projections,
+    /// feed-forwards, and the attention products of every block but the last (its softmax in
+    /// `f32`). Norms, the last block's attention and item scoring stay `f32`. Faster on CPUs with
+    /// AMX; scores move by up to about 1.3% of their spread, so near-ties may swap places.
     Bf16,
 }
 

@@ -26,6 +26,12 @@
 //!   pool (the server's `--model-threads`, the training run's `--threads` for evaluation), each with
 //!   its own buffers. Every history is computed on its own, so the split changes no result
 //!   (bit-identical on 1, 2 or 3 threads, tested).
+//! - **bf16 on AMX tiles** (opt-in, [`SasrecNet::set_serving_precision`]): projections and
+//!   feed-forwards through `seqrec_tensor::amx` with weights packed per call (a `memcmp` when
+//!   unchanged); the attention of every block but the last packs each history's keys (as `K^T`)
+//!   and values per head and runs `S = (scale Q) K^T` and `ctx = P V` per tile of queries on tiles,
+//!   the prefix softmax in `f32` between them. Tested against the `f32` path for closeness, not
+//!   equality.
 //! - **Item scoring** (`hidden [b, d] x table^T`): up to [`GEMV_MAX_ROWS`] rows run a matrix-vector
 //!   kernel that streams the item table once (a GEMM would first pack the whole table, which costs as
 //!   much as the product itself for one row); larger batches use the GEMM.
@@ -112,7 +118,7 @@ impl<T: Float> Rows<T> {
 /// part of the batch that runs on its own thread, and the final hidden states.
 #[derive(Clone, Debug)]
 pub(super) struct ServeScratch<T> {
-    /// Whether the projections and feed-forwards run in bf16 on AMX tiles (`f32` models only; see
+    /// Whether the matrix products run in bf16 on AMX tiles (`f32` models only; see
     /// [`SasrecNet::set_serving_precision`]).
     bf16: bool,
     /// Every block's weights packed for the tiles, refreshed on every call (so that a model that
@@ -251,8 +257,9 @@ impl PackedBlock {
 
 impl<T: Float> SasrecNet<T> {
     /// Sets the arithmetic of [`SasrecNet::score_last_position`]: [`Precision::Bf16`] runs the
-    /// projections and feed-forwards of every block in bfloat16 on AMX tiles (`f32` sums; the
-    /// attention, norms and item scores stay `f32`).
+    /// projections and feed-forwards of every block, and the attention products of every block but
+    /// the last, in bfloat16 on AMX tiles (`f32` sums; softmaxes, norms, the last block's attention
+    /// and the item scores stay `f32`).
     ///
     /// # Errors
     /// [`ModelError::Config`] for bf16 on a CPU or OS without AMX bf16 tiles, on an `f64` network,

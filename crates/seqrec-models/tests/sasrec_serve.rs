@@ -488,7 +488,8 @@ fn model_score_serving_agrees_with_score() {
     }
 }
 
-/// The bf16 serving path (projections and feed-forwards on AMX tiles) against the f32 serving
+/// The bf16 serving path (projections, feed-forwards and attention products on AMX tiles) against
+/// the f32 serving
 /// forward, on every block variant, one and two blocks, every batch shape: each row's largest score
 /// change stays under 3% of the row's score range, the top 10 overlap by at least 9 of 10 on average,
 /// and the scores do change (the tiles ran). Skipped, after checking the refusal, where the CPU has no

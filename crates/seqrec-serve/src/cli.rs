@@ -48,8 +48,8 @@ pub struct ServeArgs {
     /// the cores, at least one.
     #[arg(long)]
     pub model_workers: Option<usize>,
-    /// Arithmetic of the model's forward: `f32`, or `bf16` (SASRec's projections and feed-forwards
-    /// on Intel AMX tiles, Sapphire Rapids or later; scores move by under 1% of their range, see
+    /// Arithmetic of the model's forward: `f32`, or `bf16` (SASRec's matrix products on Intel AMX
+    /// tiles, Sapphire Rapids or later; scores move by up to about 1.3% of their range, see
     /// docs/serving.md). A model or CPU without a bf16 path refuses to load.
     #[arg(long, default_value = "f32")]
     pub precision: Precision,

@@ -346,11 +346,11 @@ impl AmxScratch {
             }
             return;
         }
-        // SAFETY: AMX is available (asserted above, permission granted by `available`); `a` holds
-        // `rows` rows of `chunks * 32` values, `w.data` `w.col_tiles * w.chunks` tiles, of which
-        // the first `n.div_ceil(16)` column tiles and `chunks <= w.chunks` depth chunks are read;
-        // `out` holds `rows` rows of `n` at stride `ldo` and `bias` `n` values (asserted above):
-        // what `tile_product` reads and writes for these sizes.
+        // `a` holds `rows` rows of `chunks * 32` values (zero-padded to a multiple of 16 rows),
+        // `w.data` `w.col_tiles * w.chunks` tiles, of which the first `n.div_ceil(16)` column tiles
+        // and `chunks <= w.chunks` depth chunks are read; `out` holds `rows` rows of `n` at stride
+        // `ldo` and `bias` `n` values (asserted above).
+        // SAFETY: AMX is available (asserted above), and these are the sizes `tile_product` needs.
         unsafe {
             tile_product(
                 (self.a.as_ptr(), rows, self.chunks),
