@@ -1,25 +1,28 @@
 //! Matrix products in bfloat16 on Intel AMX tiles (`TDPBF16PS`), for inference paths that opt in:
-//! `out [m, n] = x [m, k] W^T + bias`, `W [n, k]` in a linear layer's layout.
+//! `out [m, n] = x [m, k] W^T + bias`, with `W [n, k]` a linear layer's weight ([`PackedB::pack`])
+//! or an activation (an attention head's keys, [`PackedB::pack_rows`]), and `out = P V` with `V`
+//! an activation taken as it is ([`PackedB::pack_cols`]).
 //!
 //! - **Numerics.** Both operands are rounded to bfloat16 (8 significant bits, round to nearest
 //!   even, [`round_bf16`]); each product of two bfloat16 values is exact in `f32` and the sums run in
 //!   `f32`. The result is the `f32` product of the rounded operands up to summation order, within
 //!   about `2^-8` of the `f32` product relative to `sum |x_i w_i|` (tested against a reference on
 //!   the rounded operands, to `f32` rounding).
-//! - **Availability.** [`available`] reads CPUID (AMX-TILE and AMX-BF16) and, on Linux, asks the
-//!   kernel once per process for the tile-data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`). Elsewhere,
-//!   and on CPUs without AMX, it is `false` and callers keep their `f32` path.
+//! - **Availability.** [`available`] reads CPUID (AMX-TILE, AMX-BF16, AVX512-BF16) and, on Linux,
+//!   asks the kernel once per process for the tile-data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+//!   Elsewhere, and on CPUs without AMX, it is `false` and callers keep their `f32` path.
 //! - **Layouts.** The left operand is converted into [`AmxScratch`]: rows of whole 32-value chunks
-//!   (one 64-byte tile row each), zero-padded to a multiple of 32 rows. The right operand is packed
-//!   once into [`PackedB`] in the VNNI order the instruction reads: one 1 KiB tile per block of 16
+//!   (one 64-byte tile row each), zero-padded to a multiple of 16 rows. The right operand is packed
+//!   into [`PackedB`] in the VNNI order the instruction reads: one 1 KiB tile per block of 16
 //!   output columns by 32 depths, tile row `p` holding, for each of the 16 columns, the depths
 //!   `2p` and `2p + 1` side by side. Padding is zero, so it adds nothing to the sums.
 //! - **Kernel.** Four accumulator tiles hold a 32 x 32 block of the output; each step over 32 depths
 //!   loads two tiles of `x` and two of `W` and issues four `TDPBF16PS`. The accumulators start from
-//!   the bias (one tile load whose rows all read the bias) and are stored straight into `out`: tiles
-//!   at the edges are configured to their valid rows and columns, so there is no padded copy of
-//!   the output. Every call loads its tile configurations and releases the tiles at the end, so
-//!   nothing is assumed between calls.
+//!   the bias (one tile load whose rows all read the bias). Every tile is 16 x 16, under one
+//!   configuration loaded once per thread and kept (`LDTILECFG` waits for every tile operation in
+//!   flight: once per product it dominated an attention's small products). Whole tiles are stored
+//!   straight into `out`; a tile over the last rows or columns goes through a 1 KiB scratch and only
+//!   its valid part is copied, so nothing outside the output view is written.
 //!
 //! The tile instructions are written with `asm!` (the AMX intrinsics are not stable Rust); every
 //! tile register is named explicitly, and no other code of this program uses them.
@@ -214,8 +217,8 @@ fn as_bytes(v: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
-/// The converted left operand and the `f32` output blocks of [`AmxScratch::linear`], reused
-/// between calls (storage only grows).
+/// The left operand of the tile products, converted to bfloat16 ([`AmxScratch::load`],
+/// [`AmxScratch::load_rows`]) and reused between calls (storage only grows).
 #[derive(Clone, Debug, Default)]
 pub struct AmxScratch {
     /// `[rows, chunks * 32]` bfloat16 bits.
