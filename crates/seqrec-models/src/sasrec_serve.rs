@@ -220,6 +220,11 @@ fn f32s<T: Float>(v: &[T]) -> &[f32] {
     as_f32(v).expect("the bf16 serving path runs f32 models only")
 }
 
+/// `v` as mutable `f32` (the bf16 path is never taken for `f64`).
+fn f32s_mut<T: Float>(v: &mut [T]) -> &mut [f32] {
+    as_f32_mut(v).expect("the bf16 serving path runs f32 models only")
+}
+
 /// One block's weights packed as right operands of the AMX tile products (the bf16 path).
 #[derive(Clone, Debug, Default)]
 struct PackedBlock {
@@ -283,15 +288,6 @@ impl<T: Float> SasrecNet<T> {
         }
         self.serve.bf16 = precision == Precision::Bf16;
         Ok(())
-    }
-
-    /// The arithmetic of [`SasrecNet::score_last_position`].
-    pub fn serving_precision(&self) -> Precision {
-        if self.serve.bf16 {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        }
     }
 
     /// Whether every block is one the serving forward computes exactly: causal, padded keys masked,
@@ -544,7 +540,7 @@ fn tile_linear<T: Float>(
     w: &PackedB,
     bias: Option<&[T]>,
 ) {
-    let out = as_f32_mut(out).expect("the bf16 serving path runs f32 models only");
+    let out = f32s_mut(out);
     amx.linear(out, f32s(x), w, bias.map(f32s));
 }
 
@@ -758,13 +754,13 @@ fn full_block<T: Float>(
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
     sc.probs.resize(TILE * (l + LANES), T::ZERO);
     if packed.is_some() {
-        let ctx = as_f32_mut(rows.ctx.as_mut_slice()).expect("the bf16 path runs f32 models only");
+        let ctx = f32s_mut(rows.ctx.as_mut_slice());
         let acts = Activations {
             q: f32s(rows.q.as_slice()),
             k: f32s(sc.k_rows.as_slice()),
             v: f32s(sc.v.as_slice()),
         };
-        let probs = as_f32_mut(&mut sc.probs).expect("the bf16 path runs f32 models only");
+        let probs = f32s_mut(&mut sc.probs);
         let tiles = (&mut *amx, &mut sc.kp, &mut sc.vp);
         let scale = scale.to_f64() as f32;
         acts.attend_bf16(ctx, probs, tiles, (&sc.start, heads, scale));

@@ -498,6 +498,10 @@ fn model_score_serving_agrees_with_score() {
 fn bf16_serving_stays_close_to_f32() {
     use seqrec_models::Precision;
     let l = 40;
+    let err = net::<f64>(VARIANTS[0], l, 1, 1)
+        .set_serving_precision(Precision::Bf16)
+        .unwrap_err();
+    assert!(err.to_string().contains("f64"), "{err}");
     let mut probe = net::<f32>(VARIANTS[0], l, 1, 1);
     if let Err(e) = probe.set_serving_precision(Precision::Bf16) {
         assert!(e.to_string().contains("AMX"), "unexpected refusal: {e}");

@@ -238,7 +238,7 @@ impl AmxScratch {
     /// [`AmxScratch::product`] calls.
     ///
     /// # Panics
-    /// If `k` is 0 or does not divide `x.len()`.
+    /// If AMX is not [`available`], or `k` is 0 or does not divide `x.len()`.
     pub fn load(&mut self, x: &[f32], k: usize) {
         assert!(
             k > 0 && x.len().is_multiple_of(k),
@@ -252,8 +252,9 @@ impl AmxScratch {
     /// (a view into a wider matrix: one attention head's columns, a tile of queries).
     ///
     /// # Panics
-    /// If the last row ends past `x`.
+    /// If AMX is not [`available`] (the conversion uses AVX512-BF16), or the last row ends past `x`.
     pub fn load_rows(&mut self, x: &[f32], (rows, k, ld): (usize, usize, usize), alpha: f32) {
+        assert!(available(), "AmxScratch::load_rows: no AMX bf16 tiles");
         assert!(
             rows == 0 || (rows - 1) * ld + k <= x.len(),
             "AmxScratch::load_rows: {rows} rows of {k} at stride {ld} pass the {} values",
@@ -269,14 +270,11 @@ impl AmxScratch {
             self.a.resize(padded * width, 0);
         }
         self.a[rows * width..padded * width].fill(0);
-        let a = &mut self.a[..rows * width];
         #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: `available` checked AVX512-BF16 (and so AVX-512F).
-            unsafe { convert_rows_avx512(a, x, (k, ld), alpha) };
-            return;
-        }
-        convert_rows(a, x, (k, ld), alpha);
+        // SAFETY: `available` (asserted above) checked AVX512-BF16, and so AVX-512F.
+        unsafe {
+            convert_rows_avx512(&mut self.a[..rows * width], x, (k, ld), alpha)
+        };
     }
 
     /// `out [rows, n] = x W^T + bias` for the operand of the last [`AmxScratch::load`].
@@ -372,17 +370,6 @@ impl AmxScratch {
     }
 }
 
-/// Rows `alpha x[r ld..r ld + k]` to bfloat16 rows of whole chunks in `dst` (zero after `k`).
-fn convert_rows(dst: &mut [u16], x: &[f32], (k, ld): (usize, usize), alpha: f32) {
-    let width = k.div_ceil(K_CHUNK) * K_CHUNK;
-    for (r, d) in dst.chunks_exact_mut(width).enumerate() {
-        for (o, &v) in d.iter_mut().zip(&x[r * ld..r * ld + k]) {
-            *o = to_bf16_bits(alpha * v);
-        }
-        d[k..].fill(0);
-    }
-}
-
 /// The lanes `0..valid` (at most 16) of a 16-lane mask.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -390,8 +377,9 @@ fn lanes(valid: usize) -> u16 {
     ((1u32 << valid.min(16)) - 1) as u16
 }
 
-/// [`convert_rows`] with `VCVTNE2PS2BF16` (round to nearest even, like [`to_bf16_bits`], except
-/// that subnormal inputs become zero, as the tiles read them anyway), one 32-value chunk per step.
+/// Rows `alpha x[r ld..r ld + k]` to bfloat16 rows of whole chunks in `dst` (zero after `k`), with
+/// `VCVTNE2PS2BF16` (round to nearest even, like [`to_bf16_bits`], except that subnormal inputs
+/// become zero, as the tiles read them anyway), one 32-value chunk per step.
 ///
 /// # Safety
 /// The CPU must have AVX512-BF16.
