@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use seqrec_models::Precision;
 use seqrec_train::{Protocol, format_table, run};
 
 /// Evaluate the best checkpoint of a run on the test split, next to MostPop.
@@ -22,6 +23,10 @@ pub struct EvalArgs {
     /// Keep the user's history in the full ranking (excluded by default).
     #[arg(long)]
     include_history: bool,
+    /// Arithmetic of the model's scoring: f32 (default) or bf16 (SASRec on a CPU with Intel AMX,
+    /// as `cargo xtask serve --precision bf16` serves it).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Write per-user ranks and metrics of the model to this CSV file.
     #[arg(long, value_name = "CSV")]
     per_user: Option<PathBuf>,
@@ -45,6 +50,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if args.include_history {
             s.exclude_history = false;
         }
+        s.precision = args.precision;
         described = s.describe(0);
     })?;
     let cfg = run::resume_config(&args.run)?;
@@ -60,10 +66,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         format_table(&title, &[(cfg.model.name(), &model), ("MostPop", &mostpop)])
     );
     println!(
-        "scored and ranked {} users in {:.3} s ({})",
+        "scored and ranked {} users in {:.3} s ({}, {})",
         model.metrics.n_users,
         model.seconds,
-        cfg.model.name()
+        cfg.model.name(),
+        args.precision
     );
     if let Some(path) = &args.per_user {
         let f =

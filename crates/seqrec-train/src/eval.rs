@@ -8,7 +8,7 @@ use seqrec_metrics::{
     CatalogueAccumulator, CatalogueReport, Cutoffs, Exclude, Metric, MetricAccumulator,
     MetricReport, NanPolicy, TopK, rank_full, rank_sampled,
 };
-use seqrec_models::Model;
+use seqrec_models::{Model, Precision};
 use serde::Serialize;
 
 use crate::{Protocol, TrainError};
@@ -28,6 +28,9 @@ pub struct EvalSettings {
     pub cutoffs: Cutoffs,
     /// Histories per batch.
     pub batch_size: usize,
+    /// Arithmetic of the model's scoring ([`Model::set_serving_precision`]), set for the
+    /// evaluation and put back to `f32` after it.
+    pub precision: Precision,
 }
 
 impl EvalSettings {
@@ -134,6 +137,23 @@ struct ProtocolRun {
 /// every protocol in `protocols` (the other settings come from `s`). Returns one outcome per
 /// protocol, in order; each carries the total wall-clock time.
 pub fn evaluate_protocols(
+    model: &mut dyn Model,
+    ds: &Dataset,
+    cases: &[EvalCase],
+    popularity: &[u32],
+    s: &EvalSettings,
+    protocols: &[Protocol],
+) -> Result<Vec<EvalOutcome>, TrainError> {
+    model.set_serving_precision(s.precision)?;
+    let outcomes = score_and_rank(model, ds, cases, popularity, s, protocols);
+    if s.precision != Precision::F32 {
+        model.set_serving_precision(Precision::F32)?;
+    }
+    outcomes
+}
+
+/// The body of [`evaluate_protocols`], in the precision it set.
+fn score_and_rank(
     model: &mut dyn Model,
     ds: &Dataset,
     cases: &[EvalCase],

@@ -12,7 +12,7 @@
 //! ```
 //! use seqrec_data::{Dataset, Split, Vocab};
 //! use seqrec_metrics::{Cutoffs, Metric};
-//! use seqrec_models::{Model, MostPop};
+//! use seqrec_models::{Model, MostPop, Precision};
 //! use seqrec_train::{EvalSettings, Protocol, Stage, evaluate, popularity_before};
 //!
 //! let users = Vocab::from_originals(vec!["u1".into(), "u2".into()]).unwrap();
@@ -27,7 +27,7 @@
 //! model.train_epoch(&train, 0, &mut |_| {}).unwrap();
 //! let settings = EvalSettings {
 //!     protocol: Protocol::Full, negatives: 0, negatives_seed: 0, exclude_history: false,
-//!     cutoffs: Cutoffs::new([1, 2]).unwrap(), batch_size: 8,
+//!     cutoffs: Cutoffs::new([1, 2]).unwrap(), batch_size: 8, precision: Precision::F32,
 //! };
 //! let pop = popularity_before(&ds, &split, Stage::Test);
 //! let out = evaluate(&mut model, &ds, split.test(), &pop, &settings).unwrap();

@@ -19,7 +19,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use seqrec_data::{Dataset, Sequences, Split};
 use seqrec_metrics::Metric;
-use seqrec_models::{Model, ModelError, MostPop};
+use seqrec_models::{Model, ModelError, MostPop, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{DatasetInfo, data_dir, load_dataset, resolve_dataset};
@@ -181,6 +181,7 @@ pub fn eval_settings(cfg: &TrainConfig) -> Result<EvalSettings, TrainError> {
         exclude_history: cfg.eval.exclude_history,
         cutoffs: cfg.cutoffs()?,
         batch_size: cfg.eval.batch_size,
+        precision: Precision::F32,
     })
 }
 

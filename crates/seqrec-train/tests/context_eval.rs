@@ -5,7 +5,7 @@ use std::path::Path;
 
 use seqrec_data::{ContextConfig, Dataset, PositionFrom, Sequences, Split, Vocab};
 use seqrec_metrics::Cutoffs;
-use seqrec_models::{EpochReport, HistoryContext, Model, ModelError, StepReport};
+use seqrec_models::{EpochReport, HistoryContext, Model, ModelError, Precision, StepReport};
 use seqrec_train::{EvalSettings, Protocol, evaluate};
 
 /// A model that records what evaluation passes it (its scores are all equal).
@@ -91,6 +91,7 @@ fn evaluation_passes_context_to_models_that_ask_for_it() {
         exclude_history: true,
         cutoffs: Cutoffs::new(vec![1]).unwrap(),
         batch_size: 8,
+        precision: Precision::F32,
     };
     let popularity = vec![1u32; 7];
     let ctx = ContextConfig::new(24, PositionFrom::Start, 512).unwrap();

@@ -3,12 +3,23 @@
 //! training loss has fallen and validation NDCG@10 (full ranking) beats the untrained model's.
 
 use seqrec_metrics::Metric;
-use seqrec_models::{Gru4recConfig, Gru4recLoss, SasrecConfig, SasrecLoss};
+use seqrec_models::{Gru4recConfig, Gru4recLoss, Model, Precision, SasrecConfig, SasrecLoss};
 use seqrec_train::run::{Experiment, eval_settings};
-use seqrec_train::{ModelConfig, Stage, TrainConfig, evaluate, popularity_before};
+use seqrec_train::{EvalSettings, ModelConfig, Stage, TrainConfig, evaluate, popularity_before};
 
 /// Loads ML-100k, trains `model` for `epochs` and checks the loss and validation NDCG@10.
 fn smoke(model: ModelConfig, epochs: usize, min_gain: f64) {
+    smoke_then(model, epochs, min_gain, |_, _| {});
+}
+
+/// [`smoke`], then `then(model, valid)` on the trained model, where `valid(model, precision)` is its
+/// validation NDCG@10 evaluated in `precision`.
+fn smoke_then(
+    model: ModelConfig,
+    epochs: usize,
+    min_gain: f64,
+    then: impl FnOnce(&mut dyn Model, &dyn Fn(&mut dyn Model, Precision) -> f64),
+) {
     let name = model.name();
     let mut cfg = TrainConfig::default();
     cfg.data.dataset = "ml-100k".into();
@@ -23,11 +34,16 @@ fn smoke(model: ModelConfig, epochs: usize, min_gain: f64) {
     let settings = eval_settings(&cfg).unwrap();
     let pop = popularity_before(&exp.ds, &exp.split, Stage::Valid);
     let mut m = cfg.model.build(&train, 7).unwrap();
-    let valid = |m: &mut dyn seqrec_models::Model| {
-        evaluate(m, &exp.ds, exp.split.valid(), &pop, &settings)
+    let valid_in = |m: &mut dyn Model, precision: Precision| {
+        let s = EvalSettings {
+            precision,
+            ..settings.clone()
+        };
+        evaluate(m, &exp.ds, exp.split.valid(), &pop, &s)
             .unwrap()
             .value(Metric::Ndcg(10))
     };
+    let valid = |m: &mut dyn Model| valid_in(m, Precision::F32);
     let before = valid(m.as_mut());
     let losses: Vec<f64> = (0..epochs)
         .map(|e| m.train_epoch(&train, e, &mut |_| {}).unwrap().loss)
@@ -41,6 +57,7 @@ fn smoke(model: ModelConfig, epochs: usize, min_gain: f64) {
         after > before + min_gain,
         "{name}: valid NDCG@10 {before:.4} -> {after:.4} after {epochs} epochs"
     );
+    then(m.as_mut(), &valid_in);
 }
 
 #[test]
@@ -62,7 +79,44 @@ fn sasrec_ce_learns_on_ml100k() {
         loss: SasrecLoss::Ce,
         ..SasrecConfig::default()
     };
-    smoke(ModelConfig::Sasrec(c), 3, 0.01);
+    // The trained model evaluated in bf16 (where this CPU has AMX) ranks about as well as in f32,
+    // and the evaluation puts it back to f32: the next f32 evaluation is bit-identical.
+    smoke_then(ModelConfig::Sasrec(c), 3, 0.01, |m, valid| {
+        if !seqrec_tensor::amx::available() {
+            println!("skipped: no AMX bf16 on this CPU");
+            return;
+        }
+        let f32_before = valid(m, Precision::F32);
+        let bf16 = valid(m, Precision::Bf16);
+        let f32_after = valid(m, Precision::F32);
+        println!("valid NDCG@10: f32 {f32_before:.5}, bf16 {bf16:.5}");
+        assert_eq!(f32_before.to_bits(), f32_after.to_bits());
+        assert_ne!(bf16.to_bits(), f32_before.to_bits(), "bf16 scores nothing");
+        assert!(
+            (bf16 - f32_before).abs() <= 0.02 * f32_before,
+            "bf16 NDCG@10 {bf16:.5} against f32 {f32_before:.5}"
+        );
+    });
+}
+
+#[test]
+fn models_without_a_bf16_path_refuse_to_evaluate_in_it() {
+    let mut cfg = TrainConfig::default();
+    cfg.data.dataset = "ml-100k".into();
+    cfg.data.cache_dir = std::env::temp_dir().join("seqrec-smoke-cache-mostpop");
+    cfg.model = ModelConfig::MostPop(Default::default());
+    let exp = Experiment::load(&cfg).expect("ML-100k must be in SEQREC_DATA_DIR");
+    let train = exp.train().unwrap();
+    let mut m = cfg.model.build(&train, 7).unwrap();
+    let pop = popularity_before(&exp.ds, &exp.split, Stage::Valid);
+    let s = EvalSettings {
+        precision: Precision::Bf16,
+        ..eval_settings(&cfg).unwrap()
+    };
+    let err = evaluate(m.as_mut(), &exp.ds, exp.split.valid(), &pop, &s)
+        .err()
+        .expect("MostPop has no bf16 path");
+    assert!(err.to_string().contains("--precision f32"), "{err}");
 }
 
 #[test]
