@@ -111,6 +111,27 @@ fn train_then_eval_through_the_cli() {
     // Header + one row per user with a test case.
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 41);
 
+    // The same checkpoint scored in bf16 (SASRec on AMX tiles), next to MostPop in f32; a CPU without
+    // AMX refuses with the reason.
+    let out = xtask()
+        .args(["eval", "--precision", "bf16", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if out.status.success() {
+        assert!(
+            stdout.contains("(sasrec, bf16)") && stdout.contains("MostPop"),
+            "{stdout}"
+        );
+    } else {
+        assert!(stderr.contains("without AMX"), "{stderr}");
+        println!("bf16 evaluation skipped: {stderr}");
+    }
+
     // Bad input: a clear error naming the field, non-zero exit.
     let out = xtask()
         .args(["train", "--metric", "ndcg@7"])

@@ -797,7 +797,12 @@ pub fn evaluate_run(
             let pop = popularity_before(&exp.ds, &exp.split, Stage::Test);
             evaluate(model.as_mut(), &exp.ds, exp.split.test(), &pop, &settings)?
         };
-        let mp = mostpop_baseline(&exp, &settings, Stage::Test)?;
+        // MostPop's counts need no other arithmetic than f32.
+        let mp_settings = EvalSettings {
+            precision: Precision::F32,
+            ..settings
+        };
+        let mp = mostpop_baseline(&exp, &mp_settings, Stage::Test)?;
         Ok((m, mp, exp))
     })
 }
