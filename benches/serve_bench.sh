@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving latency and throughput (issue 7, docs/serving.md): starts the release `seqrec-serve` on a loopback
 # port for a SASRec run and a GRU4Rec run, drives it with `seqrec-load` (1 and 64 connections, 8 s each)
-# and, for SASRec, also with wrk when it is installed (benches/wrk_recommend.lua), prints the RSS of the
+# and, for SASRec, also with wrk when it is installed (benches/wrk_recommend.lua; random histories of 50 and
+# 200 items, and the ML-1M users' own histories), prints the RSS of the
 # server, and stops it with SIGTERM.
 #
 # Run from the repository root: bash benches/serve_bench.sh SASREC_RUN_DIR GRU4REC_RUN_DIR
@@ -28,11 +29,14 @@ for model in sasrec gru; do
     done; done
     # The same load from wrk (one event-loop thread: it takes less of the two cores than
     # seqrec-load's thread per connection), when it is installed (apt-get install wrk).
+    # History "real": the ML-1M users' own histories (benches/ml1m_histories.sh; a SASRec run on ml-1m).
     if command -v wrk >/dev/null; then
-      for c in 1 64; do for h in 50 200; do
+      bash benches/ml1m_histories.sh >"$db/real.txt"
+      for c in 1 64; do for h in 50 200 real; do
+        hist="$h"; [ "$h" = real ] && hist="$db/real.txt"
         echo "== sasrec, wrk, $c connections, history $h"
         wrk -t1 -c"$c" -d8s --latency -s benches/wrk_recommend.lua http://127.0.0.1:18080 \
-          -- "$run/best/items.json" "$h" | grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
+          -- "$run/best/items.json" "$hist" | grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
       done; done
     fi
   else
