@@ -4,7 +4,7 @@
 //! CPU with AVX-512F `f32` products run here; otherwise, and for `f64`, they go to `matrixmultiply`.
 //!
 //! Layout: `B` is packed per `KC`-deep block into panels of `NR = 32` columns (`[kc][32]`, zero-padded;
-//! a product of at most `MB` rows whose `B` has unit column stride reads `B` in place instead; a
+//! a product of at most `4 MB` rows whose `B` has unit column stride reads `B` in place instead; a
 //! transposed `B` is packed by 16 x 16 register transposes),
 //! `A` is read in place (one broadcast per element, any strides, so `op(A) = A^T` costs no copy), and an
 //! `MR x NR = 8 x 32` micro-kernel keeps 16 zmm accumulators (an edge panel of at most 16 columns runs a
@@ -20,9 +20,12 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Rows of `A` per cache block (with `KC` this keeps an `A` block near 64 KiB).
 const MB: usize = 64;
-/// Products of at most this many rows read a `B` of unit column stride in place: one row block.
-/// Measured against 16 rows on the RNN step products (64-row blocks on two threads): 3-8% faster.
-const DIRECT_MAX_ROWS: usize = MB;
+/// Products of at most this many rows read a `B` of unit column stride in place: four row blocks.
+/// Against packing from 64 rows up, one thread, paired medians of 400 alternated timings in one
+/// process: 128 x 100 x 300 6.7% faster, 128 x 100 x 400 6.7%, 256 x 100 x 300 2.6%; at 384 and
+/// 512 rows the two were within 1%, and from 6,400 rows packing was 1-2% faster. (64 rows against
+/// 16, on the RNN step products on two threads: 3-8% faster.)
+const DIRECT_MAX_ROWS: usize = 4 * MB;
 
 thread_local! {
     /// Packing buffer for `B`, reused across calls on each thread (no allocation once warm).
@@ -225,9 +228,10 @@ unsafe fn sgemm_avx512(
     PACK.with(|cell| {
         let mut pack = cell.borrow_mut();
         let panels = n.div_ceil(NR);
-        // A product of at most one row block reads each element of B at most MB / MR = 8 times (twice
-        // for the 16-row tiles of causal attention in serving): packing would copy B for those few
-        // reads, so a B with unit column stride is then read in place.
+        // A product of at most four row blocks reads each element of B at most 4 MB / MR = 32 times
+        // (twice for the 16-row tiles of causal attention in serving), from the same few cache lines
+        // per panel row: packing would copy all of B for those reads, so a B with unit column stride
+        // is then read in place.
         let direct = csb == 1 && m <= DIRECT_MAX_ROWS;
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
