@@ -7,10 +7,12 @@
 //! - 64 histories of mixed lengths (1 to 200, uniform),
 //!
 //! through `score` (the training forward in eval mode over the whole window), `score_trimmed` (the same
-//! forward on the slots that are not padding in every row) and `score_serving` (what the server and the
-//! evaluation call). Prints the median and the 10th/90th percentile of the time per call and per
-//! query over `--reps` calls (default 200) after 20 warm-up calls; `--only TEXT` keeps the lines whose
-//! case or path name contains `TEXT`.
+//! forward on the slots that are not padding in every row), `score_serving` (what the server and the
+//! evaluation call) and, on a CPU with AMX tiles, `score_serving` in bf16. The paths take turns call
+//! by call. Prints the median and the 10th/90th percentile of the time per call and per query over
+//! `--reps` calls (default 200) after 20 warm-up calls, and the median ratio of each path's time to
+//! `score_serving`'s in the same turn; `--only TEXT` keeps the lines whose case or path name
+//! contains `TEXT`.
 //!
 //! ```text
 //! cargo run --release -p seqrec-models --example sasrec_score [-- --reps 500] [--only serving]
@@ -18,7 +20,7 @@
 
 use std::time::Instant;
 
-use seqrec_models::{Model, Sasrec, SasrecConfig};
+use seqrec_models::{Model, Precision, Sasrec, SasrecConfig};
 
 const N_ITEMS: usize = 3416;
 
@@ -97,34 +99,58 @@ fn main() {
          median [p10, p90]"
     );
     type Path = fn(&mut Sasrec, &[u32], usize, &mut [f32]);
-    let paths: [(&str, Path); 3] = [
+    let mut paths: Vec<(&str, Path)> = vec![
         ("score (full window)", |m, w, b, s| m.score(w, b, s)),
         ("score_trimmed", |m, w, b, s| {
             m.net_mut().score_trimmed(w, b, s)
         }),
         ("score_serving", |m, w, b, s| m.score_serving(w, b, s)),
     ];
+    // `serve --precision bf16`, where this CPU has AMX tiles.
+    if model.set_serving_precision(Precision::Bf16).is_ok() {
+        model.set_serving_precision(Precision::F32).unwrap();
+        paths.push(("score_serving bf16", |m, w, b, s| {
+            m.set_serving_precision(Precision::Bf16).unwrap();
+            m.score_serving(w, b, s);
+            m.set_serving_precision(Precision::F32).unwrap();
+        }));
+    }
     for (name, w) in &cases {
         let b = w.len() / l;
         let mut scores = vec![0.0f32; b * (N_ITEMS + 1)];
         println!("{name}:");
-        for (pname, f) in paths {
-            if !format!("{name}: {pname}").contains(&only) {
-                continue;
-            }
+        let chosen: Vec<(&str, Path)> = paths
+            .iter()
+            .copied()
+            .filter(|(pname, _)| format!("{name}: {pname}").contains(&only))
+            .collect();
+        for &(_, f) in &chosen {
             for _ in 0..20 {
                 f(&mut model, w, b, &mut scores);
             }
-            let mut us: Vec<f64> = (0..reps)
-                .map(|_| {
-                    let t = Instant::now();
-                    f(&mut model, w, b, &mut scores);
-                    t.elapsed().as_secs_f64() * 1e6
-                })
-                .collect();
-            let (p50, p10, p90) = percentiles(&mut us);
+        }
+        // The paths take turns call by call, so that the machine's drift hits them alike.
+        let mut us = vec![Vec::with_capacity(reps); chosen.len()];
+        for _ in 0..reps {
+            for (times, &(_, f)) in us.iter_mut().zip(&chosen) {
+                let t = Instant::now();
+                f(&mut model, w, b, &mut scores);
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let serving = chosen.iter().position(|(p, _)| *p == "score_serving");
+        for (i, (pname, _)) in chosen.iter().enumerate() {
+            // Paired against `score_serving` (f32): the median of the per-turn time ratios.
+            let ratio = match serving {
+                Some(s) if s != i => {
+                    let mut r: Vec<f64> = us[s].iter().zip(&us[i]).map(|(a, b)| a / b).collect();
+                    format!("  {:.2}x score_serving", percentiles(&mut r).0)
+                }
+                _ => String::new(),
+            };
+            let (p50, p10, p90) = percentiles(&mut us[i]);
             println!(
-                "  {pname:<22} {p50:>9.1} us/call [{p10:.1}, {p90:.1}]  {:>8.1} us/query",
+                "  {pname:<22} {p50:>9.1} us/call [{p10:.1}, {p90:.1}]  {:>8.1} us/query{ratio}",
                 p50 / b as f64
             );
         }
