@@ -747,6 +747,7 @@ mod tests {
             (31, 33, 64),
             (5, 64, 33),
             (100, 7, 3),
+            (70, 50, 16),
         ]
         .iter()
         .enumerate()
@@ -755,15 +756,22 @@ mod tests {
             let wt = values(n * k, 2 * i as u64 + 1);
             let bias = values(n, 99);
             w.pack(&wt, n, k);
-            // A guard band after `out`: edge tiles must write nothing past it.
-            let mut buf = vec![f32::NAN; m * n + 2 * TILE * TILE];
-            let (out, guard) = buf.split_at_mut(m * n);
-            sc.linear(out, &x, &w, Some(&bias));
-            assert!(
-                guard.iter().all(|g| g.is_nan()),
-                "[{m}, {k}] x [{k}, {n}] wrote past out"
-            );
-            let out = out.to_vec();
+            // Guard bands before and after `out`, which starts at several offsets from a cache
+            // line: edge tiles must write nothing outside it, and the offset changes no value.
+            let mut outs = Vec::new();
+            for lead in [0, 1, 7, 15] {
+                let mut buf = vec![f32::NAN; lead + m * n + 2 * TILE * TILE];
+                let (before, rest) = buf.split_at_mut(lead);
+                let (out, after) = rest.split_at_mut(m * n);
+                sc.linear(out, &x, &w, Some(&bias));
+                assert!(
+                    before.iter().chain(after.iter()).all(|g| g.is_nan()),
+                    "[{m}, {k}] x [{k}, {n}] at offset {lead} wrote outside out"
+                );
+                outs.push(out.to_vec());
+            }
+            assert!(outs.iter().all(|o| o == &outs[0]));
+            let out = outs.swap_remove(0);
             for r in 0..m {
                 for j in 0..n {
                     let (mut exact, mut mag) = (bias[j] as f64, bias[j].abs() as f64);
