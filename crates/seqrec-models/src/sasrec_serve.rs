@@ -808,8 +808,9 @@ impl Activations<'_> {
     /// two products of each tile of [`TILE`] queries on AMX tiles (bf16 operands, `f32` sums) and
     /// the softmax in `f32` between them. For each history (rows `start[r]..start[r + 1]`) and
     /// head, the keys are packed as `K^T` and the values as `V` once; each tile of queries then
-    /// computes `S = (scale Q) K^T` over the keys up to its last query, the prefix softmax of each
-    /// row (entries above the diagonal get 0), and `ctx = P V` over the same keys.
+    /// computes `S = (scale Q) K^T` over the keys up to its last query, the unnormalised prefix
+    /// softmax of each row straight into bf16 (entries above the diagonal get 0), `ctx = P V` over
+    /// the same keys, and divides each row of `ctx` by the sum of its weights.
     fn attend_bf16(
         &self,
         ctx: &mut [f32],
@@ -836,11 +837,16 @@ impl Activations<'_> {
                     let (m, ld) = (i1 - i0, i1.next_multiple_of(LANES));
                     amx.load_rows(&self.q[(o + i0) * d + c0..], (m, dh, d), scale);
                     amx.product_into((&mut probs[..m * ld], ld), kp, i1, None);
-                    for (ii, row) in probs[..m * ld].chunks_exact_mut(ld).enumerate() {
-                        softmax_prefix(row, i0 + ii + 1);
+                    // exp(S - max) with the keys after each query at zero, in bf16; the rows of
+                    // `P V` are divided by the sums of their weights after the product.
+                    let mut sums = [0.0f32; TILE];
+                    amx.load_softmax_rows(probs, (m, i1, ld), i0 + 1, &mut sums);
+                    let out = &mut ctx[(o + i0) * d + c0..];
+                    amx.product_into((out, d), vp, dh, None);
+                    for (row, &sum) in out.chunks_mut(d).zip(&sums[..m]) {
+                        let inv = 1.0 / sum;
+                        row[..dh].iter_mut().for_each(|v| *v *= inv);
                     }
-                    amx.load_rows(probs, (m, i1, ld), 1.0);
-                    amx.product_into((&mut ctx[(o + i0) * d + c0..], d), vp, dh, None);
                 }
             }
         }

@@ -277,6 +277,61 @@ impl AmxScratch {
         };
     }
 
+    /// Loads the unnormalised causal softmax of the score rows `s` as the left operand: row `r`
+    /// (`s[r ld..r ld + k]`) becomes `exp(s_j - max)` for its first `first_visible + r` entries
+    /// (clamped to `k`) and zero after them, and `sums[r]` receives their sum (in `f32`, before the
+    /// rounding to bfloat16). A following product by `V` and a division of each row by its sum
+    /// give `softmax(s) V` without a pass that normalises the probabilities and another that
+    /// converts them.
+    ///
+    /// # Panics
+    /// If AMX is not [`available`], `first_visible` is 0, the last row ends past `s`, or `sums`
+    /// has fewer than `rows` values.
+    pub fn load_softmax_rows(
+        &mut self,
+        s: &[f32],
+        (rows, k, ld): (usize, usize, usize),
+        first_visible: usize,
+        sums: &mut [f32],
+    ) {
+        assert!(
+            available(),
+            "AmxScratch::load_softmax_rows: no AMX bf16 tiles"
+        );
+        assert!(
+            first_visible >= 1
+                && k >= 1
+                && sums.len() >= rows
+                && (rows == 0 || (rows - 1) * ld + k <= s.len()),
+            "AmxScratch::load_softmax_rows: {rows} rows of {k} at stride {ld} in {} scores, \
+             {first_visible} visible in the first, {} sums",
+            s.len(),
+            sums.len()
+        );
+        let chunks = k.div_ceil(K_CHUNK);
+        let width = chunks * K_CHUNK;
+        self.rows = rows;
+        self.chunks = chunks;
+        let padded = rows.next_multiple_of(TILE);
+        if self.a.len() < padded * width {
+            self.a.resize(padded * width, 0);
+        }
+        self.a[rows * width..padded * width].fill(0);
+        for (r, (dst, sum)) in self.a[..rows * width]
+            .chunks_exact_mut(width)
+            .zip(sums.iter_mut())
+            .enumerate()
+        {
+            let visible = (first_visible + r).min(k);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `available` (asserted above) checked AVX512-BF16, and so AVX-512F; the row
+            // has `k >= visible` scores and `dst` whole chunks.
+            unsafe {
+                *sum = exp_row_avx512(dst, &s[r * ld..r * ld + k], visible)
+            };
+        }
+    }
+
     /// `out [rows, n] = x W^T + bias` for the operand of the last [`AmxScratch::load`].
     ///
     /// # Panics
@@ -404,6 +459,43 @@ unsafe fn convert_rows_avx512(dst: &mut [u16], x: &[f32], (k, ld): (usize, usize
             }
         }
     }
+}
+
+/// One row of [`AmxScratch::load_softmax_rows`]: `dst` (whole chunks) gets the bfloat16 of
+/// `exp(s_j - max)` for `j < visible` and zero after; returns the sum of the `f32` exponentials.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16; `1 <= visible <= s.len()`, `dst.len()` a multiple of 32 and at
+/// least `visible`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn exp_row_avx512(dst: &mut [u16], s: &[f32], visible: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let p = s.as_ptr();
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    for v in 0..visible.div_ceil(TILE) {
+        // SAFETY: only lanes below `visible <= s.len()` are read.
+        let x = unsafe { _mm512_mask_loadu_ps(mx, lanes(visible - TILE * v), p.add(TILE * v)) };
+        mx = _mm512_max_ps(mx, x);
+    }
+    let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    let mut sum = _mm512_setzero_ps();
+    for c in (0..dst.len()).step_by(K_CHUNK) {
+        let half = |at: usize| -> __m512 {
+            let m = lanes(visible.saturating_sub(at));
+            // SAFETY: only lanes below `visible` are read; the others are zero.
+            let x = unsafe { _mm512_maskz_loadu_ps(m, p.wrapping_add(at)) };
+            _mm512_maskz_mov_ps(m, crate::infer::avx512::exp(_mm512_sub_ps(x, mx)))
+        };
+        let (lo, hi) = (half(c), half(c + TILE));
+        sum = _mm512_add_ps(sum, _mm512_add_ps(lo, hi));
+        // SAFETY: `dst[c..c + 32]` is one whole chunk.
+        unsafe {
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(c).cast(), v);
+        }
+    }
+    _mm512_reduce_add_ps(sum)
 }
 
 /// [`PackedB::pack_rows`] on vectors: each 32-value chunk of a row of `w` is converted to 16
@@ -896,5 +988,51 @@ mod tests {
         sc.linear(&mut r1, &x, &p1, None);
         sc.linear(&mut r2, &x, &p2, None);
         assert_eq!((o1, o2), (r1, r2));
+    }
+
+    #[test]
+    fn softmax_rows_load_their_visible_exponentials() {
+        if !available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        // 5 rows of 40 scores at stride 48 (the rows of an attention tile), 3 visible in the
+        // first, one more in each next; a second call with fewer rows must leave no stale row.
+        let (rows, k, ld, first) = (5, 40, 48, 3);
+        let s: Vec<f32> = values(rows * ld, 11).iter().map(|v| 8.0 * v).collect();
+        let mut sc = AmxScratch::new();
+        let mut sums = [f32::NAN; 6];
+        sc.load_softmax_rows(&s, (6, k, ld - 8), 1, &mut sums);
+        sc.load_softmax_rows(&s, (rows, k, ld), first, &mut sums);
+        let width = k.div_ceil(K_CHUNK) * K_CHUNK;
+        assert_eq!((sc.rows, sc.chunks), (rows, width / K_CHUNK));
+        for r in 0..rows {
+            let row = &s[r * ld..r * ld + k];
+            let visible = first + r;
+            let max = row[..visible]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut exact_sum = 0.0f64;
+            for (j, &bits) in sc.a[r * width..(r + 1) * width].iter().enumerate() {
+                let got = f32::from_bits((bits as u32) << 16);
+                if j >= visible {
+                    assert_eq!(got, 0.0, "row {r}, hidden key {j}");
+                    continue;
+                }
+                let e = ((row[j] - max) as f64).exp();
+                exact_sum += e;
+                assert!(
+                    (got as f64 - e).abs() <= e / 128.0,
+                    "row {r}, key {j}: {got} against exp = {e}"
+                );
+            }
+            assert!(
+                (sums[r] as f64 - exact_sum).abs() <= 1e-5 * exact_sum,
+                "row {r}: sum {} against {exact_sum}",
+                sums[r]
+            );
+        }
+        // The padding rows up to the tile's 16 are zero (the first call wrote a sixth row).
+        assert!(sc.a[rows * width..TILE * width].iter().all(|&b| b == 0));
     }
 }

@@ -91,7 +91,7 @@ crate::multiversion! {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// The lanes of vector `v` that hold elements below `len` (all 16, some or none).
@@ -103,7 +103,7 @@ mod avx512 {
     /// e^x per lane: [`crate::simd::exp_approx_f32`]'s polynomial and constants on fused
     /// multiply-adds (0 below -87.3, where `f32::exp` is subnormal or 0).
     #[target_feature(enable = "avx512f")]
-    fn exp(x: __m512) -> __m512 {
+    pub(crate) fn exp(x: __m512) -> __m512 {
         use crate::simd::expf::*;
         let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LOW)), _mm512_set1_ps(HIGH));
         // t = xc log2(e) + 1.5 2^23 rounds n = round(xc log2 e) into t's low mantissa bits.

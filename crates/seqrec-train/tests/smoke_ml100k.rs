@@ -114,8 +114,7 @@ fn models_without_a_bf16_path_refuse_to_evaluate_in_it() {
         ..eval_settings(&cfg).unwrap()
     };
     let err = evaluate(m.as_mut(), &exp.ds, exp.split.valid(), &pop, &s)
-        .err()
-        .expect("MostPop has no bf16 path");
+        .expect_err("MostPop has no bf16 path");
     assert!(err.to_string().contains("--precision f32"), "{err}");
 }
 
