@@ -656,11 +656,16 @@ fn project_kv<T: Float>(
     let (wv, bv) = (&w[2 * d * d..], &bias[2 * d..]);
     match tiles {
         Some((amx, p)) => {
-            project(k_rows, x.as_slice(), (wk, bk), d, Some((&mut *amx, &p.k)));
+            // One bf16 copy of x serves both products.
+            let n = x.rows();
+            k_rows.resize(&[n, d]);
+            v.resize(&[n, d]);
+            amx.load(f32s(x.as_slice()), d);
+            amx.product(f32s_mut(k_rows.as_mut_slice()), &p.k, Some(f32s(bk)));
+            amx.product(f32s_mut(v.as_mut_slice()), &p.v, Some(f32s(bv)));
             if transpose_keys {
                 transpose_per_history(kt, k_rows.as_slice(), start, d);
             }
-            project(v, x.as_slice(), (wv, bv), d, Some((amx, &p.v)));
         }
         None => {
             project_t(kt, x.as_slice(), wk, bk, start);
