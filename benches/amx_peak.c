@@ -2,23 +2,9 @@
  * inputs 16 x 32), 20 M iterations; asks Linux for the tile-data permission first (arch_prctl). Beside
  * fma_peak.c, it sizes what a bf16 serving forward could gain on a CPU with AMX (Sapphire Rapids).
  * Run: gcc -O2 -mamx-tile -mamx-bf16 benches/amx_peak.c -o /tmp/amx_peak && /tmp/amx_peak */
-#include <immintrin.h>
-#include <stdio.h>
-#include <stdint.h>
-#include <string.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-#include <time.h>
-typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; } __attribute__((packed)) cfg_t;
-static double now(){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
+#include "amx_setup.h"
 int main(){
-  if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0) {
-    fprintf(stderr, "AMX tile data not permitted on this machine\n");
-    return 1;
-  }
-  cfg_t c; memset(&c,0,sizeof c); c.palette=1;
-  for(int i=0;i<8;i++){c.colsb[i]=64;c.rows[i]=16;}
-  _tile_loadconfig(&c);
+  if (amx_setup()) return 1;
   static uint16_t a[16*32], b[16*32]; static float out[16*16];
   for(int i=0;i<16*32;i++){a[i]=0x3f80; b[i]=0x3f80;}
   _tile_zero(0);_tile_zero(1);_tile_zero(2);_tile_zero(3);

@@ -6,16 +6,8 @@
  * output rows of 50, 64 and 72 floats (SASRec's d = 50 gives 200-byte rows that do not start on
  * a cache line). Three rounds of each.
  * Run: gcc -O2 -mamx-tile -mamx-bf16 -mavx512f benches/amx_store.c -o /tmp/amx_store && /tmp/amx_store */
-#include <immintrin.h>
-#include <stdio.h>
-#include <stdint.h>
-#include <string.h>
+#include "amx_setup.h"
 #include <stdlib.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-#include <time.h>
-typedef struct { uint8_t palette, start_row, rsv[14]; uint16_t colsb[16]; uint8_t rows[16]; } __attribute__((packed)) cfg_t;
-static double now(){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t); return t.tv_sec+t.tv_nsec*1e-9;}
 #define M 512
 #define CH 2
 #define NT 4   /* column tiles */
@@ -73,13 +65,7 @@ static void run(int mode, int ldo){
   }
 }
 int main(int argc, char**argv){
-  if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0) {
-    fprintf(stderr, "AMX tile data not permitted on this machine\n");
-    return 1;
-  }
-  cfg_t c; memset(&c,0,sizeof c); c.palette=1;
-  for(int i=0;i<8;i++){c.colsb[i]=64;c.rows[i]=16;}
-  _tile_loadconfig(&c);
+  if (amx_setup()) return 1;
   for(int i=0;i<M*CH*32;i++) A[i]=0x3f80;
   for(int i=0;i<NT*CH*512;i++) B[i]=0x3f80;
   enum { CASES = 8 };

@@ -260,21 +260,28 @@ impl AmxScratch {
             "AmxScratch::load_rows: {rows} rows of {k} at stride {ld} pass the {} values",
             x.len()
         );
-        let chunks = k.div_ceil(K_CHUNK);
-        let width = chunks * K_CHUNK;
-        self.rows = rows;
-        self.chunks = chunks;
-        // Tiles always load 16 rows: the rows after the last one up to a multiple of 16 are zero.
-        let padded = rows.next_multiple_of(TILE);
-        if self.a.len() < padded * width {
-            self.a.resize(padded * width, 0);
-        }
-        self.a[rows * width..padded * width].fill(0);
+        let width = self.shape(rows, k);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` (asserted above) checked AVX512-BF16, and so AVX-512F.
         unsafe {
             convert_rows_avx512(&mut self.a[..rows * width], x, (k, ld), alpha)
         };
+    }
+
+    /// Sizes the operand for `rows` rows of `k` depths and returns the width of a row (whole
+    /// chunks). Tiles always load 16 rows: the rows after the last one up to a multiple of 16 are
+    /// zeroed here; the caller fills the first `rows`.
+    fn shape(&mut self, rows: usize, k: usize) -> usize {
+        let chunks = k.div_ceil(K_CHUNK);
+        let width = chunks * K_CHUNK;
+        self.rows = rows;
+        self.chunks = chunks;
+        let padded = rows.next_multiple_of(TILE);
+        if self.a.len() < padded * width {
+            self.a.resize(padded * width, 0);
+        }
+        self.a[rows * width..padded * width].fill(0);
+        width
     }
 
     /// Loads the unnormalised causal softmax of the score rows `s` as the left operand: row `r`
@@ -308,15 +315,7 @@ impl AmxScratch {
             s.len(),
             sums.len()
         );
-        let chunks = k.div_ceil(K_CHUNK);
-        let width = chunks * K_CHUNK;
-        self.rows = rows;
-        self.chunks = chunks;
-        let padded = rows.next_multiple_of(TILE);
-        if self.a.len() < padded * width {
-            self.a.resize(padded * width, 0);
-        }
-        self.a[rows * width..padded * width].fill(0);
+        let width = self.shape(rows, k);
         for (r, (dst, sum)) in self.a[..rows * width]
             .chunks_exact_mut(width)
             .zip(sums.iter_mut())
