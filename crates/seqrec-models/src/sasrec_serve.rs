@@ -811,7 +811,7 @@ struct Activations<'a> {
 impl Activations<'_> {
     /// `ctx [n, d]`: causal attention of every packed position over its history's earlier ones, the
     /// two products of each tile of [`TILE`] queries on AMX tiles (bf16 operands, `f32` sums) and
-    /// the softmax in `f32` between them. For each history (rows `start[r]..start[r + 1]`) and
+    /// the softmax's exponentials in `f32` between them. For each history (rows `start[r]..start[r + 1]`) and
     /// head, the keys are packed as `K^T` and the values as `V` once; each tile of queries then
     /// computes `S = (scale Q) K^T` over the keys up to its last query, the unnormalised prefix
     /// softmax of each row straight into bf16 (entries above the diagonal get 0), `ctx = P V` over
