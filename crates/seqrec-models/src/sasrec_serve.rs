@@ -12,8 +12,10 @@
 //!   never computed (inside the diagonal tile, the entries above it get weight 0 in the softmax rather
 //!   than a mask over the whole square). Every packed key is real, so softmax rows need no mask.
 //! - **Last block for the last position only.** Scores read the final hidden state of the last window
-//!   slot, so the last block projects keys and values for every position but runs its query, attention
-//!   row, output projection, norms and feed-forward for one row per history.
+//!   slot, so the last block runs its query, attention row, output projection, norms and
+//!   feed-forward for one row per history. It never forms its keys and values: `W_k` is folded into
+//!   the query (`q . k_j = (W_k^T q) . x_j` plus a term that cancels in the softmax) and `W_v`
+//!   applied after the weighted sum of the inputs (`sum_j p_j v_j = W_v sum_j p_j x_j + b_v`).
 //! - **Inference kernels.** Layer norms and attention softmaxes run `seqrec_tensor::layernorm_rows`
 //!   and `softmax_prefix` (AVX-512 `f32` with fused multiply-adds, rows held in registers), which
 //!   round differently from the training kernels: served scores may differ in the last bits.
@@ -30,8 +32,8 @@
 //!   feed-forwards through `seqrec_tensor::amx` with weights packed per call (a `memcmp` when
 //!   unchanged); the attention of every block but the last packs each history's keys (as `K^T`)
 //!   and values per head and runs `S = (scale Q) K^T` and `ctx = P V` per tile of queries on tiles,
-//!   the prefix softmax in `f32` between them. Tested against the `f32` path for closeness, not
-//!   equality.
+//!   the prefix softmax's exponentials in `f32` between them. Tested against the `f32` path for
+//!   closeness, not equality.
 //! - **Item scoring** (`hidden [b, d] x table^T`): up to [`GEMV_MAX_ROWS`] rows run a matrix-vector
 //!   kernel that streams the item table once (a GEMM would first pack the whole table, which costs as
 //!   much as the product itself for one row); larger batches use the GEMM.
@@ -179,10 +181,13 @@ struct PartScratch<T> {
     v: Tensor<T>,
     /// `[TILE, maxlen + LANES]`: attention weights of one tile (rows padded to whole vectors).
     probs: Vec<T>,
+    /// `[2 d]`: the last block's query folded through `W_k` (`W_k^T q`), and the weighted sum of
+    /// its inputs (`sum_j p_j x_j`).
+    folded: Vec<T>,
     /// `[q, d]`: final hidden state of the group's query rows.
     hq: Tensor<T>,
     /// The bf16 path: the converted left operand of the tile products, and the keys of every packed
-    /// row `[n, d]` before they are transposed per history into `kt`.
+    /// row `[n, d]` (the tile attention packs them per history and head).
     amx: AmxScratch,
     k_rows: Tensor<T>,
     /// The bf16 attention: one history's keys (as `K^T`) and values of one head, packed.
@@ -206,6 +211,7 @@ impl<T: Float> PartScratch<T> {
             kt: z(),
             v: z(),
             probs: Vec::new(),
+            folded: Vec::new(),
             hq: z(),
             amx: AmxScratch::new(),
             k_rows: z(),
@@ -623,31 +629,15 @@ fn project_t<T: Float>(out: &mut Tensor<T>, x: &[T], w: &[T], bias: &[T], start:
     }
 }
 
-/// `kt`: the keys `k [n, d]` transposed per history (history `r`'s `n_r` rows from `start[r]` as a
-/// `[d, n_r]` block at element `start[r] d`, the layout of [`project_t`]).
-fn transpose_per_history<T: Float>(kt: &mut Tensor<T>, k: &[T], start: &[usize], d: usize) {
-    kt.resize(&[k.len()]);
-    let o = kt.as_mut_slice();
-    for r in start.windows(2) {
-        let (a, nr) = (r[0], r[1] - r[0]);
-        let block = &mut o[a * d..(a + nr) * d];
-        for (j, row) in k[a * d..(a + nr) * d].chunks_exact(d).enumerate() {
-            for (c, &v) in row.iter().enumerate() {
-                block[c * nr + j] = v;
-            }
-        }
-    }
-}
-
-/// The keys (transposed) and values of every packed row, from `x` (`[n, d]`). On the bf16 path the
-/// keys go to `k_rows` (`[n, d]`), and are transposed into `kt` only when `transpose_keys` (the
-/// bf16 attention of [`full_block`] reads the rows).
+/// The keys and values of every packed row, from `x` (`[n, d]`): the keys transposed per history
+/// into `kt` (the `f32` attention of [`full_block`] reads short contiguous rows of them), or, on
+/// the bf16 path, as rows into `k_rows` (`[n, d]`; the tile attention packs them itself).
 fn project_kv<T: Float>(
     (kt, v, k_rows): (&mut Tensor<T>, &mut Tensor<T>, &mut Tensor<T>),
     layer: &TransformerBlock<T>,
     x: &Tensor<T>,
     start: &[usize],
-    (tiles, transpose_keys): (Tiles<'_>, bool),
+    tiles: Tiles<'_>,
 ) {
     let d = layer.config().d_model;
     let w = layer.self_attn.in_proj_weight.value.as_slice();
@@ -663,9 +653,6 @@ fn project_kv<T: Float>(
             amx.load(f32s(x.as_slice()), d);
             amx.product(f32s_mut(k_rows.as_mut_slice()), &p.k, Some(f32s(bk)));
             amx.product(f32s_mut(v.as_mut_slice()), &p.v, Some(f32s(bv)));
-            if transpose_keys {
-                transpose_per_history(kt, k_rows.as_slice(), start, d);
-            }
         }
         None => {
             project_t(kt, x.as_slice(), wk, bk, start);
@@ -752,7 +739,7 @@ fn full_block<T: Float>(
     project_q(&mut rows.q, layer, q_src, packed.map(|p| (&mut *amx, p)));
     let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
     let tiles = packed.map(|p| (&mut *amx, p));
-    project_kv(kv, layer, kv_src, &sc.start, (tiles, false));
+    project_kv(kv, layer, kv_src, &sc.start, tiles);
     // 2. ctx = causal attention of every packed position over its history's earlier positions.
     rows.ctx.resize(&[n, d]);
     let (heads, dh) = (c.num_heads, d / c.num_heads);
@@ -970,8 +957,16 @@ fn feed_forward<T: Float>(
     );
 }
 
-/// The last block: keys and values for every packed position of `sc.full.x`, everything else for
-/// the query rows only (in `sc.last`); leaves their outputs in `sc.last.y [nq, d]` (history order).
+/// The last block, for the query rows only (in `sc.last`); leaves their outputs in `sc.last.y [nq,
+/// d]` (history order). Its keys and values are never formed: with one query per history,
+///
+/// - `q . k_j = q . (W_k x_j + b_k) = (W_k^T q) . x_j + q . b_k`, and the last term, the same for
+///   every key, cancels in the softmax;
+/// - `sum_j p_j v_j = W_v (sum_j p_j x_j) + b_v`, because the weights sum to 1,
+///
+/// per head, with `x_j` the block's input at the history's positions (`LN1(x)` for pre-LN). That
+/// replaces two `[n, d] x [d, d]` projections (and a transposition of the keys) by two products
+/// of `d` values per key.
 fn last_block<T: Float>(
     layer: &TransformerBlock<T>,
     packed: Option<&PackedBlock>,
@@ -987,18 +982,12 @@ fn last_block<T: Float>(
     if nq == 0 {
         return;
     }
-    // 1. Keys and values from every position (x, or LN1(x) for pre-LN); the block's query rows of x
+    // 1. The inputs of the keys and values (x, or LN1(x) for pre-LN); the block's query rows of x
     //    (and LN1(x)) are gathered, and everything else runs on them alone.
     let (full, last, amx) = (&mut sc.full, &mut sc.last, &mut sc.amx);
-    let kv = (&mut sc.kt, &mut sc.v, &mut sc.k_rows);
     if c.norm == NormPlacement::Pre {
         layer_norm(&layer.norm1, &mut full.l1, &full.x);
-        let tiles = packed.map(|p| (&mut *amx, p));
-        project_kv(kv, layer, &full.l1, &sc.start, (tiles, true));
         gather_rows(&mut last.l1, &full.l1, &sc.qrows);
-    } else {
-        let tiles = packed.map(|p| (&mut *amx, p));
-        project_kv(kv, layer, &full.x, &sc.start, (tiles, true));
     }
     gather_rows(&mut last.x, &full.x, &sc.qrows);
     let q_tiles = packed.map(|p| (&mut *amx, p));
@@ -1010,25 +999,49 @@ fn last_block<T: Float>(
         NormPlacement::Pre => project_q(&mut last.q, layer, &last.l1, q_tiles),
         NormPlacement::Post => project_q(&mut last.q, layer, &last.x, q_tiles),
     }
-    // 2. One attention row per query: its history's packed keys are all visible to it.
+    let kv_src = if c.norm == NormPlacement::Pre {
+        full.l1.as_slice()
+    } else {
+        full.x.as_slice()
+    };
+    // 2. One attention row per query and head, over its history's positions (all visible to it).
     last.ctx.resize(&[nq, d]);
     let (heads, dh) = (c.num_heads, d / c.num_heads);
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
+    let w = layer.self_attn.in_proj_weight.value.as_slice();
+    let bias = layer.self_attn.in_proj_bias.value.as_slice();
+    let (wk, wv, bv) = (&w[d * d..2 * d * d], &w[2 * d * d..], &bias[2 * d..]);
     sc.probs.resize(TILE * (l + LANES), T::ZERO);
+    sc.folded.resize(2 * d, T::ZERO);
+    let (qk, xbar) = sc.folded.split_at_mut(d);
     let histories = sc.start.windows(2).zip(&sc.query);
     for (k, (r, _)) in histories.filter(|(_, p)| **p != NO_QUERY).enumerate() {
         let (o, nr) = (r[0], r[1] - r[0]);
+        let xs = &kv_src[o * d..(o + nr) * d];
         for h in 0..heads {
             let c0 = h * dh;
-            attend_one(
-                &mut last.ctx.as_mut_slice()[k * d + c0..k * d + c0 + dh],
-                &mut sc.probs[..nr.next_multiple_of(LANES)],
-                nr,
-                &last.q.as_slice()[k * d + c0..k * d + c0 + dh],
-                (sc.kt.as_slice(), nr, o * d + c0 * nr),
-                (sc.v.as_slice(), d, o * d + c0),
-                scale,
-            );
+            let q = &last.q.as_slice()[k * d + c0..k * d + c0 + dh];
+            // W_k^T q over the head's rows of W_k, scaled.
+            qk.fill(T::ZERO);
+            for (cc, &qc) in q.iter().enumerate() {
+                let row = &wk[(c0 + cc) * d..(c0 + cc + 1) * d];
+                for (o, &x) in qk.iter_mut().zip(row) {
+                    *o += qc * scale * x;
+                }
+            }
+            let p = &mut sc.probs[..nr.next_multiple_of(LANES)];
+            gemv_rows(&mut p[..nr], xs, qk, d);
+            softmax_prefix(p, nr);
+            xbar.fill(T::ZERO);
+            for (&pj, xj) in p[..nr].iter().zip(xs.chunks_exact(d)) {
+                for (o, &x) in xbar.iter_mut().zip(xj) {
+                    *o += pj * x;
+                }
+            }
+            let ctx = &mut last.ctx.as_mut_slice()[k * d + c0..k * d + c0 + dh];
+            for (cc, out) in ctx.iter_mut().enumerate() {
+                *out = lane_dot(&wv[(c0 + cc) * d..(c0 + cc + 1) * d], xbar) + bv[c0 + cc];
+            }
         }
     }
     // 3. a = ctx Wo^T + bo, then the rest of the block on the query rows.
@@ -1086,46 +1099,6 @@ fn gemm_strided<T: Float>(
             rsc as isize,
             csc as isize,
         )
-    }
-}
-
-multiversion! {
-    /// One attention row: `ctx = softmax_j(q . k_j * scale) v_j` over `nr` keys. `kt = (keys^T, row
-    /// stride, first element)`: key `j`'s component `kk` at `first + kk * stride + j`; `v = (values, row
-    /// stride, first element)`: value `j` at `first + j * stride`; `p`: scratch of at least `nr` entries,
-    /// a whole number of vectors.
-    fn attend_one<T: Float>(ctx: &mut [T], p: &mut [T], nr: usize, q: &[T], kt: (&[T], usize, usize), v: (&[T], usize, usize), scale: T) => attend_one_generic
-}
-
-#[inline(always)]
-fn attend_one_generic<T: Float>(
-    ctx: &mut [T],
-    p: &mut [T],
-    nr: usize,
-    q: &[T],
-    (kt, ldk, k0): (&[T], usize, usize),
-    (v, ldv, v0): (&[T], usize, usize),
-    scale: T,
-) {
-    // p[j] = scale * sum_kk q[kk] kt[kk][j]  (an axpy per component: contiguous, vectorised)
-    let scores = &mut p[..nr];
-    scores.fill(T::ZERO);
-    for (kk, &qk) in q.iter().enumerate() {
-        let row = &kt[k0 + kk * ldk..k0 + kk * ldk + nr];
-        for (s, &x) in scores.iter_mut().zip(row) {
-            *s += qk * x;
-        }
-    }
-    for s in scores.iter_mut() {
-        *s *= scale;
-    }
-    softmax_prefix(p, nr);
-    ctx.fill(T::ZERO);
-    for (j, &pj) in p[..nr].iter().enumerate() {
-        let row = &v[v0 + j * ldv..v0 + j * ldv + ctx.len()];
-        for (o, &x) in ctx.iter_mut().zip(row) {
-            *o += pj * x;
-        }
     }
 }
 
