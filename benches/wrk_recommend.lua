@@ -13,6 +13,8 @@
 local bodies = {}
 local next_body = 0
 
+local unpack = table.unpack or unpack -- wrk embeds LuaJIT (Lua 5.1)
+
 local function body(h)
   return '{"history": [' .. table.concat(h, ",") .. '], "k": 10}'
 end
@@ -38,12 +40,11 @@ function init(args)
     return
   end
   for line in io.lines(hist) do
-    local h = {}
+    local all = {}
     for id in line:gmatch("%S+") do
-      if known[id] then h[#h + 1] = '"' .. id .. '"' end
+      if known[id] then all[#all + 1] = '"' .. id .. '"' end
     end
-    while #h > 200 do table.remove(h, 1) end
-    if #h > 0 then bodies[#bodies + 1] = body(h) end
+    if #all > 0 then bodies[#bodies + 1] = body({unpack(all, math.max(1, #all - 199))}) end
   end
   assert(#bodies > 0, hist .. " holds no history with a known item")
   for i = #bodies, 2, -1 do

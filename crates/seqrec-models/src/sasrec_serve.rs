@@ -234,7 +234,8 @@ fn f32s_mut<T: Float>(v: &mut [T]) -> &mut [f32] {
 /// One block's weights packed as right operands of the AMX tile products (the bf16 path).
 #[derive(Clone, Debug, Default)]
 struct PackedBlock {
-    /// Query, key and value projections (rows `0..d`, `d..2d`, `2d..3d` of `in_proj_weight`).
+    /// Query, key and value projections (rows `0..d`, `d..2d`, `2d..3d` of `in_proj_weight`);
+    /// the keys and values are not packed for the last block, which never forms them.
     q: PackedB,
     k: PackedB,
     v: PackedB,
@@ -246,13 +247,16 @@ struct PackedBlock {
 }
 
 impl PackedBlock {
-    /// Packs `layer`'s weights (an `f32` block: the bf16 path is never taken for `f64`).
-    fn pack<T: Float>(&mut self, layer: &TransformerBlock<T>) {
+    /// Packs `layer`'s weights (an `f32` block: the bf16 path is never taken for `f64`), its key
+    /// and value projections only when `keys_values`.
+    fn pack<T: Float>(&mut self, layer: &TransformerBlock<T>, keys_values: bool) {
         let d = layer.config().d_model;
         let w = f32s(layer.self_attn.in_proj_weight.value.as_slice());
         self.q.pack(&w[..d * d], d, d);
-        self.k.pack(&w[d * d..2 * d * d], d, d);
-        self.v.pack(&w[2 * d * d..], d, d);
+        if keys_values {
+            self.k.pack(&w[d * d..2 * d * d], d, d);
+            self.v.pack(&w[2 * d * d..], d, d);
+        }
         let pack_linear = |p: &mut PackedB, lin: &Linear<T>| {
             let w = &lin.weight.value;
             p.pack(f32s(w.as_slice()), w.rows(), w.cols());
@@ -321,8 +325,9 @@ impl<T: Float> SasrecNet<T> {
         if bf16 {
             sc.packed
                 .resize_with(encoder.layers.len(), PackedBlock::default);
-            for (p, layer) in sc.packed.iter_mut().zip(&encoder.layers) {
-                p.pack(layer);
+            let n = encoder.layers.len();
+            for (i, (p, layer)) in sc.packed.iter_mut().zip(&encoder.layers).enumerate() {
+                p.pack(layer, i + 1 < n);
             }
         }
         let net = Net {
@@ -798,8 +803,8 @@ struct Activations<'a> {
 impl Activations<'_> {
     /// `ctx [n, d]`: causal attention of every packed position over its history's earlier ones, the
     /// two products of each tile of [`TILE`] queries on AMX tiles (bf16 operands, `f32` sums) and
-    /// the softmax's exponentials in `f32` between them. For each history (rows `start[r]..start[r + 1]`) and
-    /// head, the keys are packed as `K^T` and the values as `V` once; each tile of queries then
+    /// the softmax's exponentials in `f32` between them. For each history (rows `start[r]..start[r +
+    /// 1]`) and head, the keys are packed as `K^T` and the values as `V` once; each tile of queries then
     /// computes `S = (scale Q) K^T` over the keys up to its last query, the unnormalised prefix
     /// softmax of each row straight into bf16 (entries above the diagonal get 0), `ctx = P V` over
     /// the same keys, and divides each row of `ctx` by the sum of its weights.
