@@ -21,7 +21,8 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// `(m, k, n)`: column split with a half-width last panel (n = 100 = 3 * 32 + 4), column split with a
-/// 20-wide last panel, the 128x100x300 shape of the benches, a row split, and k > 256 (k-blocking).
+/// 20-wide last panel, the 128x100x300 shape of the benches, a row split, and k > 256 (k-blocking;
+/// k > 128 is already two blocks when A is transposed).
 const SHAPES: [(usize, usize, usize); 6] = [
     (128, 200, 100),
     (100, 70, 340),
