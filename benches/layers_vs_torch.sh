@@ -15,7 +15,7 @@ cargo bench -p seqrec-benches --no-run --bench gemm --bench attention --bench rn
 
 criterion_medians() {
   # Criterion prints "<name>\n   time:   [low median high]" (or on one line for short names).
-  awk '/^[a-z_]+\// {name=$1} /time:/ {for (i=1;i<=NF;i++) if ($i ~ /^\[/) {print name": median "$(i+2)" "$(i+3); break}}'
+  awk '/^[a-z_0-9]+\// {name=$1} /time:/ {for (i=1;i<=NF;i++) if ($i ~ /^\[/) {print name": median "$(i+2)" "$(i+3); break}}'
 }
 
 torch_side() {

@@ -23,8 +23,12 @@ const KC: usize = 256;
 /// block), which beside a 32 KiB `B` panel overflows the 48 KiB L1. One thread, paired medians of
 /// 190 alternated calls: `[6400, 400]^T [6400, 100]` (the LSTM's `dW_ih`) 6.6% faster,
 /// `[6400, 300]^T [6400, 100]` 4.7%, `[25600, 50]^T [25600, 50]` 7.6%, `[25600, 150]^T [25600, 50]`
-/// 5.1%; products that stream from memory (`k = 25600` by 64 columns) 1-2%.
+/// 5.1%; products that stream from memory (`k = 25600` by 64 columns) 1-2%. Only for a `C` of at most
+/// `SMALL_C` elements: every k-block reads and writes `C` once more, and the item-embedding gradient
+/// of full cross-entropy (`[25600, 3417]^T [25600, 64]`, a 875 KiB `C`) was 8% slower with it.
 const KC_TRANSPOSED_A: usize = 128;
+/// Largest `C` (elements; 256 KiB of `f32`) that takes [`KC_TRANSPOSED_A`].
+const SMALL_C: usize = 64 * 1024;
 /// Rows of `A` per cache block (with `KC` this keeps an `A` block near 64 KiB).
 const MB: usize = 64;
 /// Products of at most this many rows read a `B` of unit column stride in place: four row blocks.
@@ -240,7 +244,7 @@ unsafe fn sgemm_avx512(
         // per panel row: packing would copy all of B for those reads, so a B with unit column stride
         // is then read in place.
         let direct = csb == 1 && m <= DIRECT_MAX_ROWS;
-        let kc_max = if rsa == 1 && csa != 1 {
+        let kc_max = if rsa == 1 && csa != 1 && m * n <= SMALL_C {
             KC_TRANSPOSED_A
         } else {
             KC
