@@ -159,6 +159,10 @@ fn settings_of(
     } else {
         s.insert("eval.negatives", cfg.eval.negatives.to_string());
         s.insert("eval.negatives_seed", cfg.eval.negatives_seed.to_string());
+        s.insert(
+            "eval.negatives_exclude",
+            cfg.eval.negatives_exclude.name().to_owned(),
+        );
     }
     if let Some(m) = metrics {
         // What was actually prepared: a changed file or data directory shows up here even when the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use seqrec_models::Precision;
-use seqrec_train::{Protocol, format_table, run};
+use seqrec_train::{NegativesExclude, Protocol, format_table, run};
 
 /// Evaluate the best checkpoint of a run on the test split, next to MostPop.
 #[derive(Args)]
@@ -20,6 +20,11 @@ pub struct EvalArgs {
     /// Number of sampled negatives (sampled protocols).
     #[arg(long)]
     negatives: Option<usize>,
+    /// Which items the sampled negatives avoid: seen (every item the user touched; distinct) or
+    /// train (only training items, with replacement, as SASRec's reference code); default: the
+    /// run's eval.negatives_exclude.
+    #[arg(long, value_name = "seen|train")]
+    negatives_exclude: Option<String>,
     /// Keep the user's history in the full ranking (excluded by default).
     #[arg(long)]
     include_history: bool,
@@ -39,6 +44,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(Protocol::from_name)
         .transpose()?;
+    let negatives_exclude = match args.negatives_exclude.as_deref() {
+        None => None,
+        Some("seen") => Some(NegativesExclude::Seen),
+        Some("train") => Some(NegativesExclude::Train),
+        Some(other) => anyhow::bail!("--negatives-exclude {other:?}: expected seen or train"),
+    };
     let mut described = String::new();
     let (model, mostpop, exp) = run::evaluate_run(&args.run, None, |s| {
         if let Some(p) = protocol {
@@ -46,6 +57,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         if let Some(n) = args.negatives {
             s.negatives = n;
+        }
+        if let Some(e) = negatives_exclude {
+            s.negatives_exclude = e;
         }
         if args.include_history {
             s.exclude_history = false;

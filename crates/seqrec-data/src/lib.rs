@@ -58,6 +58,6 @@ pub use batch::{
 pub use context::{ContextConfig, ContextError, PositionFrom};
 pub use negative::{
     ComplementScratch, Distribution, EvalNegatives, ItemMask, NegativeError, NegativeSampler,
-    SeqRng, sample_eval_negatives,
+    SeqRng, sample_eval_negatives, sample_eval_negatives_train_only,
 };
 pub use split::{EvalCase, Protocol, Sequences, Split, SplitError, TemporalTargets};

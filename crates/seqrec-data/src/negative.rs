@@ -664,9 +664,87 @@ pub fn sample_eval_negatives(
     Ok(EvalNegatives { n, negatives })
 }
 
+/// Candidate negatives drawn as SASRec's reference code draws them (`kang205/SASRec`,
+/// `util.py::evaluate`): for each `(user, target, train_len)` case, `n` items drawn *with
+/// replacement* that are neither among the user's first `train_len` items (its training history)
+/// nor the target. Items after the training history (the validation item, for a test case) can
+/// be drawn; the reference code could also draw the target itself, which then ties with it, and
+/// here it is drawn again instead (ties have no defined order in the reference). Case `k` uses the
+/// random stream `(seed, k)`.
+///
+/// ```
+/// use seqrec_data::{Dataset, Distribution, Vocab, sample_eval_negatives_train_only};
+/// let users = Vocab::from_originals(vec!["u".into()]).unwrap();
+/// let items = Vocab::from_originals((0..4).map(|i| i.to_string()).collect()).unwrap();
+/// // Items 1, 2 are training, 3 the validation item, 4 the test target.
+/// let ds = Dataset::from_sequences(users, items, vec![(vec![1, 2, 3, 4], vec![0, 1, 2, 3])]).unwrap();
+/// let neg = sample_eval_negatives_train_only(&ds, &[(1, 4, 2)], 20, Distribution::Uniform, 7).unwrap();
+/// // Only item 3 is left to draw: twenty times, with replacement.
+/// assert_eq!(neg.of_case(0), &[3; 20]);
+/// ```
+pub fn sample_eval_negatives_train_only(
+    ds: &Dataset,
+    cases: &[(Id, Id, usize)],
+    n: usize,
+    dist: Distribution,
+    seed: u64,
+) -> Result<EvalNegatives, NegativeError> {
+    let sampler = NegativeSampler::for_dataset(ds, dist)?;
+    let mut mask = ItemMask::new(ds.n_items());
+    let mut negatives = Vec::with_capacity(cases.len() * n);
+    for (k, &(user, target, train_len)) in cases.iter().enumerate() {
+        let items = if (user as usize) <= ds.n_users() {
+            ds.items_of(user)
+        } else {
+            &[]
+        };
+        let train = &items[..train_len.min(items.len())];
+        mask.set_all(train);
+        mask.insert(target);
+        let mut rng = SeqRng::new(seed, k as u64);
+        let drawn: Result<Vec<Id>, NegativeError> =
+            (0..n).map(|_| sampler.sample(&mask, &mut rng)).collect();
+        mask.clear_all(train);
+        mask.clear_all(&[target]);
+        negatives.extend(drawn?);
+    }
+    Ok(EvalNegatives { n, negatives })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn train_only_negatives_avoid_the_training_items_and_the_target() {
+        let users = crate::Vocab::from_originals(vec!["u".into()]).unwrap();
+        let items = crate::Vocab::from_originals((0..12).map(|i| i.to_string()).collect()).unwrap();
+        let seq: Vec<Id> = (1..=10).collect();
+        let times: Vec<i64> = (0..10).collect();
+        let ds = Dataset::from_sequences(users, items, vec![(seq, times)]).unwrap();
+        // Training items 1..=8, validation item 9, test target 10; items 11 and 12 were never seen.
+        let draw = |seed| {
+            sample_eval_negatives_train_only(&ds, &[(1, 10, 8)], 300, Distribution::Uniform, seed)
+                .unwrap()
+        };
+        let neg = draw(3);
+        assert_eq!(neg, draw(3), "the same seed draws the same negatives");
+        let mut counts = [0u32; 13];
+        for &i in neg.of_case(0) {
+            counts[i as usize] += 1;
+        }
+        assert!(counts[..=8].iter().all(|&c| c == 0), "{counts:?}");
+        assert_eq!(counts[10], 0, "the target is never a negative");
+        // With replacement over {9, 11, 12}: each about 100 times, the validation item included.
+        for i in [9, 11, 12] {
+            assert!((60..140).contains(&counts[i]), "item {i}: {counts:?}");
+        }
+        // The default sampler excludes the validation item too, and draws distinct items.
+        let seen = sample_eval_negatives(&ds, &[(1, 10)], 2, Distribution::Uniform, 3).unwrap();
+        let mut s = seen.of_case(0).to_vec();
+        s.sort_unstable();
+        assert_eq!(s, [11, 12]);
+    }
 
     #[test]
     fn splitmix64_reference_outputs() {

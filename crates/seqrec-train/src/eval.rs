@@ -3,7 +3,12 @@
 use std::time::Instant;
 
 use rayon::prelude::*;
-use seqrec_data::{Dataset, Distribution, EvalBatcher, EvalCase, Id, Split, sample_eval_negatives};
+use std::sync::Arc;
+
+use seqrec_data::{
+    Dataset, Distribution, EvalBatcher, EvalCase, Id, Split, sample_eval_negatives,
+    sample_eval_negatives_train_only,
+};
 use seqrec_metrics::{
     CatalogueAccumulator, CatalogueReport, Cutoffs, Exclude, Metric, MetricAccumulator,
     MetricReport, NanPolicy, TopK, rank_full, rank_sampled,
@@ -11,7 +16,7 @@ use seqrec_metrics::{
 use seqrec_models::{Model, Precision};
 use serde::Serialize;
 
-use crate::{Protocol, TrainError};
+use crate::{NegativesExclude, Protocol, TrainError};
 
 /// How to evaluate: protocol, exclusions, cut-offs, batching.
 #[derive(Clone, Debug)]
@@ -22,6 +27,11 @@ pub struct EvalSettings {
     pub negatives: usize,
     /// Seed of the sampled negatives.
     pub negatives_seed: u64,
+    /// Which of the user's items the sampled negatives avoid.
+    pub negatives_exclude: NegativesExclude,
+    /// Each user's number of training events (index = user id), which
+    /// [`NegativesExclude::Train`] needs: set by [`EvalSettings::with_split`].
+    pub train_lens: Option<Arc<[u32]>>,
     /// Exclude the user's history from the full ranking.
     pub exclude_history: bool,
     /// Metric cut-offs.
@@ -34,6 +44,18 @@ pub struct EvalSettings {
 }
 
 impl EvalSettings {
+    /// Records the training length of every user of `split` when the negatives avoid only
+    /// training items ([`NegativesExclude::Train`]); otherwise returns `self` unchanged.
+    pub fn with_split(mut self, split: &Split, n_users: usize) -> Self {
+        if self.negatives_exclude == NegativesExclude::Train {
+            let lens: Vec<u32> = (0..=n_users as Id)
+                .map(|u| split.train_len(u) as u32)
+                .collect();
+            self.train_lens = Some(lens.into());
+        }
+        self
+    }
+
     /// One line describing the protocol, for `metrics.json` and tables.
     pub fn describe(&self, n_items: usize) -> String {
         match self.protocol {
@@ -46,13 +68,25 @@ impl EvalSettings {
                 }
             ),
             Protocol::SampledUniform => format!(
-                "target ranked against {} uniformly sampled items the user never interacted with (SASRec), seed {}, ties against the model",
-                self.negatives, self.negatives_seed
+                "target ranked against {} uniformly sampled items {} (SASRec), seed {}, ties against the model",
+                self.negatives,
+                self.negatives_describe(),
+                self.negatives_seed
             ),
             Protocol::SampledPop => format!(
-                "target ranked against {} popularity-sampled items the user never interacted with (BERT4Rec), seed {}, ties against the model",
-                self.negatives, self.negatives_seed
+                "target ranked against {} popularity-sampled items {} (BERT4Rec), seed {}, ties against the model",
+                self.negatives,
+                self.negatives_describe(),
+                self.negatives_seed
             ),
+        }
+    }
+
+    /// Which items the sampled negatives avoid, in words.
+    fn negatives_describe(&self) -> &'static str {
+        match self.negatives_exclude {
+            NegativesExclude::Seen => "the user never interacted with",
+            NegativesExclude::Train => "outside the user's training items, with replacement",
         }
     }
 }
@@ -181,13 +215,30 @@ fn score_and_rank(
                 } else {
                     Distribution::Uniform
                 };
-                Some(sample_eval_negatives(
-                    ds,
-                    &pairs,
-                    s.negatives,
-                    dist,
-                    s.negatives_seed,
-                )?)
+                Some(match (s.negatives_exclude, &s.train_lens) {
+                    (NegativesExclude::Seen, _) => {
+                        sample_eval_negatives(ds, &pairs, s.negatives, dist, s.negatives_seed)?
+                    }
+                    (NegativesExclude::Train, Some(lens)) => {
+                        let triples: Vec<(Id, Id, usize)> = pairs
+                            .iter()
+                            .map(|&(u, t)| (u, t, lens.get(u as usize).map_or(0, |&l| l as usize)))
+                            .collect();
+                        sample_eval_negatives_train_only(
+                            ds,
+                            &triples,
+                            s.negatives,
+                            dist,
+                            s.negatives_seed,
+                        )?
+                    }
+                    (NegativesExclude::Train, None) => {
+                        return Err(TrainError::config(
+                            "eval.negatives_exclude",
+                            "\"train\" needs each user's training length: build the settings with EvalSettings::with_split",
+                        ));
+                    }
+                })
             }
         };
         runs.push(ProtocolRun {

@@ -13,7 +13,7 @@
 //! use seqrec_data::{Dataset, Split, Vocab};
 //! use seqrec_metrics::{Cutoffs, Metric};
 //! use seqrec_models::{Model, MostPop, Precision};
-//! use seqrec_train::{EvalSettings, Protocol, Stage, evaluate, popularity_before};
+//! use seqrec_train::{EvalSettings, NegativesExclude, Protocol, Stage, evaluate, popularity_before};
 //!
 //! let users = Vocab::from_originals(vec!["u1".into(), "u2".into()]).unwrap();
 //! let items = Vocab::from_originals(vec!["a".into(), "b".into(), "c".into()]).unwrap();
@@ -26,7 +26,8 @@
 //! let mut model = MostPop::new(&train);
 //! model.train_epoch(&train, 0, &mut |_| {}).unwrap();
 //! let settings = EvalSettings {
-//!     protocol: Protocol::Full, negatives: 0, negatives_seed: 0, exclude_history: false,
+//!     protocol: Protocol::Full, negatives: 0, negatives_seed: 0,
+//!     negatives_exclude: NegativesExclude::Seen, train_lens: None, exclude_history: false,
 //!     cutoffs: Cutoffs::new([1, 2]).unwrap(), batch_size: 8, precision: Precision::F32,
 //! };
 //! let pop = popularity_before(&ds, &split, Stage::Test);
@@ -47,8 +48,8 @@ mod registry;
 pub mod run;
 
 pub use config::{
-    DataConfig, EvalConfig, FIELD_DOCS, LoopConfig, MODEL_FIELD_DOCS, Protocol, TrainConfig,
-    field_doc, parse_metric,
+    DataConfig, EvalConfig, FIELD_DOCS, LoopConfig, MODEL_FIELD_DOCS, NegativesExclude, Protocol,
+    TrainConfig, field_doc, parse_metric,
 };
 pub use error::TrainError;
 pub use eval::{

@@ -172,12 +172,15 @@ impl Experiment {
     }
 }
 
-/// Evaluation settings from the config.
+/// Evaluation settings from the config (chain [`EvalSettings::with_split`] for
+/// `eval.negatives_exclude = "train"`).
 pub fn eval_settings(cfg: &TrainConfig) -> Result<EvalSettings, TrainError> {
     Ok(EvalSettings {
         protocol: cfg.eval.protocol,
         negatives: cfg.eval.negatives,
         negatives_seed: cfg.eval.negatives_seed,
+        negatives_exclude: cfg.eval.negatives_exclude,
+        train_lens: None,
         exclude_history: cfg.eval.exclude_history,
         cutoffs: cfg.cutoffs()?,
         batch_size: cfg.eval.batch_size,
@@ -313,7 +316,7 @@ fn train_loop(
     let run_start = Instant::now();
     let exp = Experiment::load(cfg)?;
     let train = exp.train()?;
-    let settings = eval_settings(cfg)?;
+    let settings = eval_settings(cfg)?.with_split(&exp.split, exp.ds.n_users());
     let metric = cfg.metric()?;
     let items = exp.ds.items.originals().to_vec();
     let valid_pop = popularity_before(&exp.ds, &exp.split, Stage::Valid);
@@ -786,6 +789,7 @@ pub fn evaluate_run(
     let pool = thread_pool(cfg.train.threads)?;
     pool.install(|| {
         let exp = Experiment::load(&cfg)?;
+        let settings = settings.with_split(&exp.split, exp.ds.n_users());
         let best = checkpoint_dir(dir, "best").ok_or_else(|| TrainError::RunDir {
             path: dir.to_owned(),
             message: "no best/ checkpoint".into(),

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 use seqrec_metrics::Metric;
 use seqrec_train::dataset::{KNOWN_DATASETS, data_dir, load_dataset, resolve_dataset};
 use seqrec_train::{
-    FIELD_DOCS, MODEL_FIELD_DOCS, ModelConfig, Protocol, TrainConfig, TrainError, field_doc,
-    parse_metric,
+    FIELD_DOCS, MODEL_FIELD_DOCS, ModelConfig, NegativesExclude, Protocol, TrainConfig, TrainError,
+    field_doc, parse_metric,
 };
 
 fn field_of(e: TrainError) -> String {
@@ -142,7 +142,10 @@ fn overrides() {
     c.set("eval.cutoffs", "[1, 5]").unwrap();
     c.set("data.dataset", "games").unwrap(); // a bare word is a string
     c.set("eval.protocol", "sampled-uniform").unwrap();
+    c.set("eval.negatives_exclude", "train").unwrap();
     c.set("out", "runs/x").unwrap();
+    assert_eq!(c.eval.negatives_exclude, NegativesExclude::Train);
+    assert!(c.set("eval.negatives_exclude", "valid").is_err());
     assert_eq!(c.train.epochs, 10);
     assert_eq!(c.eval.cutoffs, [1, 5]);
     assert_eq!(c.data.dataset, "games");

@@ -6,7 +6,7 @@ use std::path::Path;
 use seqrec_data::{ContextConfig, Dataset, PositionFrom, Sequences, Split, Vocab};
 use seqrec_metrics::Cutoffs;
 use seqrec_models::{EpochReport, HistoryContext, Model, ModelError, Precision, StepReport};
-use seqrec_train::{EvalSettings, Protocol, evaluate};
+use seqrec_train::{EvalSettings, NegativesExclude, Protocol, evaluate};
 
 /// A model that records what evaluation passes it (its scores are all equal).
 struct Probe {
@@ -88,6 +88,8 @@ fn evaluation_passes_context_to_models_that_ask_for_it() {
         protocol: Protocol::Full,
         negatives: 100,
         negatives_seed: 0,
+        negatives_exclude: NegativesExclude::Seen,
+        train_lens: None,
         exclude_history: true,
         cutoffs: Cutoffs::new(vec![1]).unwrap(),
         batch_size: 8,
