@@ -642,26 +642,8 @@ pub fn sample_eval_negatives(
     dist: Distribution,
     seed: u64,
 ) -> Result<EvalNegatives, NegativeError> {
-    let sampler = NegativeSampler::for_dataset(ds, dist)?;
-    let mut mask = ItemMask::new(ds.n_items());
-    let mut negatives = Vec::with_capacity(cases.len() * n);
-    let mut buf = Vec::with_capacity(n);
-    for (k, &(user, target)) in cases.iter().enumerate() {
-        let items = if (user as usize) <= ds.n_users() {
-            ds.items_of(user)
-        } else {
-            &[]
-        };
-        mask.set_all(items);
-        mask.insert(target);
-        let mut rng = SeqRng::new(seed, k as u64);
-        let r = sampler.sample_distinct(user, n, &mut mask, &mut rng, &mut buf);
-        mask.clear_all(items);
-        mask.clear_all(&[target]);
-        r?;
-        negatives.extend_from_slice(&buf);
-    }
-    Ok(EvalNegatives { n, negatives })
+    let cases: Vec<(Id, Id, usize)> = cases.iter().map(|&(u, t)| (u, t, usize::MAX)).collect();
+    sample_cases(ds, &cases, n, dist, seed, true)
 }
 
 /// Candidate negatives drawn as SASRec's reference code draws them (`kang205/SASRec`,
@@ -689,24 +671,44 @@ pub fn sample_eval_negatives_train_only(
     dist: Distribution,
     seed: u64,
 ) -> Result<EvalNegatives, NegativeError> {
+    sample_cases(ds, cases, n, dist, seed, false)
+}
+
+/// The loop of both evaluation samplers: for each `(user, target, len)` case, `n` items outside the
+/// user's first `len` items and the target, `distinct` or with replacement, from the random stream
+/// `(seed, k)` of case `k`.
+fn sample_cases(
+    ds: &Dataset,
+    cases: &[(Id, Id, usize)],
+    n: usize,
+    dist: Distribution,
+    seed: u64,
+    distinct: bool,
+) -> Result<EvalNegatives, NegativeError> {
     let sampler = NegativeSampler::for_dataset(ds, dist)?;
     let mut mask = ItemMask::new(ds.n_items());
     let mut negatives = Vec::with_capacity(cases.len() * n);
-    for (k, &(user, target, train_len)) in cases.iter().enumerate() {
+    let mut buf = Vec::with_capacity(n);
+    for (k, &(user, target, len)) in cases.iter().enumerate() {
         let items = if (user as usize) <= ds.n_users() {
             ds.items_of(user)
         } else {
             &[]
         };
-        let train = &items[..train_len.min(items.len())];
-        mask.set_all(train);
+        let excluded = &items[..len.min(items.len())];
+        mask.set_all(excluded);
         mask.insert(target);
         let mut rng = SeqRng::new(seed, k as u64);
-        let drawn: Result<Vec<Id>, NegativeError> =
-            (0..n).map(|_| sampler.sample(&mask, &mut rng)).collect();
-        mask.clear_all(train);
+        let r = if distinct {
+            sampler.sample_distinct(user, n, &mut mask, &mut rng, &mut buf)
+        } else {
+            buf.clear();
+            (0..n).try_for_each(|_| sampler.sample(&mask, &mut rng).map(|i| buf.push(i)))
+        };
+        mask.clear_all(excluded);
         mask.clear_all(&[target]);
-        negatives.extend(drawn?);
+        r?;
+        negatives.extend_from_slice(&buf);
     }
     Ok(EvalNegatives { n, negatives })
 }
