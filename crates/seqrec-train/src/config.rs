@@ -187,8 +187,9 @@ pub enum NegativesExclude {
     #[default]
     Seen,
     /// Only the user's training items, drawn with replacement, so that the validation item can be a
-    /// test negative: SASRec's reference code (`util.py::evaluate`), whose published figures this
-    /// reproduces exactly (ML-1M SASRec test NDCG@10 about 0.004 lower than with `seen`).
+    /// test negative: the protocol of SASRec's reference code (`util.py::evaluate`), behind the
+    /// paper's figures (a drawn target is drawn again). ML-1M SASRec test NDCG@10 is about 0.004
+    /// lower than with `seen`.
     Train,
 }
 

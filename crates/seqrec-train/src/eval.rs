@@ -1,10 +1,9 @@
 //! Evaluation: score histories in batches, rank the target (ties against the model), aggregate metrics.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use std::sync::Arc;
-
 use seqrec_data::{
     Dataset, Distribution, EvalBatcher, EvalCase, Id, Split, sample_eval_negatives,
     sample_eval_negatives_train_only,
