@@ -44,12 +44,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(Protocol::from_name)
         .transpose()?;
-    let negatives_exclude = match args.negatives_exclude.as_deref() {
-        None => None,
-        Some("seen") => Some(NegativesExclude::Seen),
-        Some("train") => Some(NegativesExclude::Train),
-        Some(other) => anyhow::bail!("--negatives-exclude {other:?}: expected seen or train"),
-    };
+    let negatives_exclude = args
+        .negatives_exclude
+        .as_deref()
+        .map(NegativesExclude::from_name)
+        .transpose()?;
     let mut described = String::new();
     let (model, mostpop, exp) = run::evaluate_run(&args.run, None, |s| {
         if let Some(p) = protocol {

@@ -201,6 +201,18 @@ impl NegativesExclude {
             NegativesExclude::Train => "train",
         }
     }
+
+    /// Parses `seen` or `train`.
+    pub fn from_name(s: &str) -> Result<Self, TrainError> {
+        match s {
+            "seen" => Ok(NegativesExclude::Seen),
+            "train" => Ok(NegativesExclude::Train),
+            other => Err(TrainError::config(
+                "eval.negatives_exclude",
+                format!("{other:?}: expected seen or train"),
+            )),
+        }
+    }
 }
 
 /// The `[eval]` table.

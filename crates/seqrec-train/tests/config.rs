@@ -146,6 +146,13 @@ fn overrides() {
     c.set("out", "runs/x").unwrap();
     assert_eq!(c.eval.negatives_exclude, NegativesExclude::Train);
     assert!(c.set("eval.negatives_exclude", "valid").is_err());
+    for e in [NegativesExclude::Seen, NegativesExclude::Train] {
+        assert_eq!(NegativesExclude::from_name(e.name()).unwrap(), e);
+    }
+    assert_eq!(
+        field_of(NegativesExclude::from_name("valid").unwrap_err()),
+        "eval.negatives_exclude"
+    );
     assert_eq!(c.train.epochs, 10);
     assert_eq!(c.eval.cutoffs, [1, 5]);
     assert_eq!(c.data.dataset, "games");
