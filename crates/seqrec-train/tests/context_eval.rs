@@ -5,8 +5,9 @@ use std::path::Path;
 
 use seqrec_data::{ContextConfig, Dataset, PositionFrom, Sequences, Split, Vocab};
 use seqrec_metrics::Cutoffs;
-use seqrec_models::{EpochReport, HistoryContext, Model, ModelError, Precision, StepReport};
-use seqrec_train::{EvalSettings, NegativesExclude, Protocol, evaluate};
+use seqrec_models::{EpochReport, HistoryContext, Model, ModelError, StepReport};
+use seqrec_train::run::eval_settings;
+use seqrec_train::{EvalSettings, Protocol, TrainConfig, evaluate};
 
 /// A model that records what evaluation passes it (its scores are all equal).
 struct Probe {
@@ -84,17 +85,13 @@ fn evaluation_passes_context_to_models_that_ask_for_it() {
     )
     .unwrap();
     let split = Split::leave_one_out(&ds);
+    // The config's defaults: full ranking, history excluded.
     let settings = EvalSettings {
-        protocol: Protocol::Full,
-        negatives: 100,
-        negatives_seed: 0,
-        negatives_exclude: NegativesExclude::Seen,
-        train_lens: None,
-        exclude_history: true,
         cutoffs: Cutoffs::new(vec![1]).unwrap(),
         batch_size: 8,
-        precision: Precision::F32,
+        ..eval_settings(&TrainConfig::default()).unwrap()
     };
+    assert_eq!(settings.protocol, Protocol::Full);
     let popularity = vec![1u32; 7];
     let ctx = ContextConfig::new(24, PositionFrom::Start, 512).unwrap();
     let mut probe = Probe {

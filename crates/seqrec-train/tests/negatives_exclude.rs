@@ -3,8 +3,11 @@
 
 use seqrec_data::{Dataset, Split, Vocab};
 use seqrec_metrics::Cutoffs;
-use seqrec_models::{Model, MostPop, Precision};
-use seqrec_train::{EvalSettings, NegativesExclude, Protocol, Stage, evaluate, popularity_before};
+use seqrec_models::{Model, MostPop};
+use seqrec_train::run::eval_settings;
+use seqrec_train::{
+    EvalSettings, NegativesExclude, Protocol, Stage, TrainConfig, evaluate, popularity_before,
+};
 
 #[test]
 fn train_only_negatives_can_be_the_validation_item() {
@@ -33,13 +36,15 @@ fn train_only_negatives_can_be_the_validation_item() {
         protocol: Protocol::SampledUniform,
         negatives: 3,
         negatives_seed: 5,
-        negatives_exclude: NegativesExclude::Seen,
-        train_lens: None,
-        exclude_history: true,
         cutoffs: Cutoffs::new(vec![1]).unwrap(),
         batch_size: 8,
-        precision: Precision::F32,
+        ..eval_settings(&TrainConfig::default()).unwrap()
     };
+    assert_eq!(
+        base.negatives_exclude,
+        NegativesExclude::Seen,
+        "the default"
+    );
     // Seen: the negatives are items 4, 5, 6, all less popular than the target.
     let seen = evaluate(&mut model, &ds, cases, &pop, &base).unwrap();
     assert_eq!(seen.metrics.ranks, [0]);
